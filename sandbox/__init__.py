@@ -1,0 +1,105 @@
+"""Local stand-ins for Salesforce (REST over HTTPS) and Exchange (EWS SOAP over HTTP).
+
+They speak the real wire protocols so calsync's connectors are exercised through the unmodified
+client libraries. Nothing here imports calsync's own code (a stand-in that shared our code would share
+our mistakes). ``Sandbox`` starts both on free loopback ports with one clock and one fault injector:
+
+    with Sandbox() as sb:
+        sb.seed(load_seed("data/demo-seed.toml"), today)
+        sb.salesforce.instance_url, sb.salesforce.session_id, sb.salesforce.ca_file
+        sb.exchange.url, sb.exchange.service_account
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from sandbox.clock import Clock
+from sandbox.faults import Faults
+
+
+class Sandbox:
+    """Both sandbox servers, sharing a clock and a fault injector."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        shared_activities: bool = True,
+        required_custom_field: str | None = None,
+        daily_api_limit: int = 100_000,
+        domain: str = "example.com",
+        service_account: tuple[str, str] | None = None,
+    ) -> None:
+        from sandbox.exchange import ExchangeSandbox
+        from sandbox.salesforce import SalesforceSandbox
+
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="calsync-sandbox-"))
+        self.clock = Clock()
+        self.faults = Faults()
+        self.salesforce = SalesforceSandbox(
+            self.clock,
+            self.faults,
+            self.workdir,
+            shared_activities=shared_activities,
+            required_custom_field=required_custom_field,
+            daily_api_limit=daily_api_limit,
+        )
+        kwargs = {"domain": domain}
+        if service_account is not None:
+            kwargs["service_account"] = service_account
+        self.exchange = ExchangeSandbox(self.clock, self.faults, **kwargs)
+
+    def start(self) -> "Sandbox":
+        self.salesforce.start()
+        self.exchange.start()
+        return self
+
+    def stop(self) -> None:
+        self.exchange.stop()
+        self.salesforce.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def seed(self, spec: dict, today: date) -> dict[str, str]:
+        """Create a seed's users, contacts, leads and events (see ``sandbox.seed``)."""
+        from sandbox.seed import apply_seed
+
+        return apply_seed(self, spec, today)
+
+    def reset(self) -> None:
+        self.salesforce.org.reset()
+        self.exchange.org.reset()
+        self.faults.clear()
+        self.clock.reset()
+
+    def dump(self) -> dict:
+        return {"salesforce": self.salesforce.org.dump(), "exchange": self.exchange.org.dump()}
+
+    def connection_info(self) -> dict:
+        """What a client needs, as printed by ``python -m sandbox`` (the sandbox's own test secrets)."""
+        user, password = self.exchange.service_account
+        return {
+            "salesforce": {
+                "instance_url": self.salesforce.instance_url,
+                "session_id": self.salesforce.session_id,
+                "ca_file": str(self.salesforce.ca_file),
+                "control": self.salesforce.instance_url + "/_sandbox/",
+            },
+            "exchange": {
+                "endpoint": self.exchange.url,
+                "username": user,
+                "password": password,
+                "control": self.exchange.url.split("/EWS/")[0] + "/_sandbox/",
+            },
+        }

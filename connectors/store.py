@@ -1,0 +1,363 @@
+"""The DuckDB store: run ledger, snapshots, pairs, deltas and their outcomes.
+
+Glossary
+--------
+run         one execution of the sync (or a replay, or a manual push), with its id and status.
+snapshot    what extract read for a run: ``event_snapshots`` / ``invitee_snapshots`` (private events
+            keep no subject, description or invitees: R9), plus the pairs, users and directory the
+            reconcile saw (``pair_snapshots``, ``user_snapshots``, ``directory_snapshots``), so a run can
+            be recomputed from the store alone.
+pairs       the live pair state; it only advances in the transaction that records the outcomes that
+            justify it, so a crash leaves the old state or the new, never half.
+
+Tables are created and migrated here (``schema_version``). Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import polars as pl
+
+from transforms.schema import (
+    DELTA_SCHEMA,
+    DERIVED_SCHEMA,
+    DIRECTORY_SCHEMA,
+    EVENT_SCHEMA,
+    INVITEE,
+    NOTE_SCHEMA,
+    OUTCOME_SCHEMA,
+    PAIR_SCHEMA,
+    USER_SCHEMA,
+    conform,
+    empty,
+)
+
+SCHEMA_VERSION = 1
+
+_DUCK_TYPES = {
+    pl.String: "VARCHAR",
+    pl.Boolean: "BOOLEAN",
+    pl.Date: "DATE",
+    pl.Int64: "BIGINT",
+    pl.Float64: "DOUBLE",
+}
+
+
+def _duck_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ"
+    if isinstance(dtype, pl.Enum):
+        return "VARCHAR"
+    if isinstance(dtype, pl.List):
+        return _duck_type(dtype.inner) + "[]"
+    if isinstance(dtype, pl.Struct):
+        inner = ", ".join(f'"{f.name}" {_duck_type(f.dtype)}' for f in dtype.fields)
+        return f"STRUCT({inner})"
+    for pl_type, duck in _DUCK_TYPES.items():
+        if dtype == pl_type:
+            return duck
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+def _columns(schema: dict[str, pl.DataType]) -> str:
+    return ", ".join(f'"{name}" {_duck_type(dtype)}' for name, dtype in schema.items())
+
+
+_SNAPSHOT_EVENT = {k: v for k, v in EVENT_SCHEMA.items() if k != "invitees"} | DERIVED_SCHEMA
+_INVITEE_ROW = {"side": pl.String, "native_id": pl.String} | {
+    f.name: f.dtype for f in INVITEE.fields
+}
+_DELTA_ROW = DELTA_SCHEMA  # invitees kept as a list of structs: DuckDB stores them natively
+_OUTCOME_ROW = OUTCOME_SCHEMA | {"recorded_at": pl.Datetime("us", "UTC")}
+
+_TABLES: dict[str, str] = {
+    "runs": """
+        run_id VARCHAR PRIMARY KEY,
+        mode VARCHAR NOT NULL,            -- sync, replay, push
+        status VARCHAR NOT NULL,          -- running, succeeded, failed, partial
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ,
+        today DATE,
+        replay_of VARCHAR,
+        failed_stage VARCHAR,             -- extract, snapshot, reconcile, load, finish
+        error VARCHAR,
+        counts JSON,
+        sf_api_calls BIGINT,
+        ews_api_calls BIGINT
+    """,
+    "event_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_SNAPSHOT_EVENT),
+    "invitee_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_INVITEE_ROW),
+    "pair_snapshots": "run_id VARCHAR NOT NULL, " + _columns(PAIR_SCHEMA),
+    "user_snapshots": "run_id VARCHAR NOT NULL, " + _columns(USER_SCHEMA),
+    "directory_snapshots": "run_id VARCHAR NOT NULL, " + _columns(DIRECTORY_SCHEMA),
+    "pairs": _columns(PAIR_SCHEMA) + ", PRIMARY KEY (pair_id)",
+    "deltas": "run_id VARCHAR NOT NULL, " + _columns(_DELTA_ROW),
+    "delta_outcomes": "run_id VARCHAR NOT NULL, " + _columns(_OUTCOME_ROW),
+    "notes": "run_id VARCHAR NOT NULL, " + _columns(NOTE_SCHEMA),
+}
+
+
+class StoreError(Exception):
+    """The store cannot be opened or is of an unknown version."""
+
+
+class Store:
+    """The calsync DuckDB file. One writer at a time (DuckDB locks the file)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(
+                f"cannot open the store {self.path}: {exc}. Another calsync process may hold it;"
+                " wait for it to finish or point [store] path elsewhere."
+            ) from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self._migrate()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.path} has schema version {current}, newer than this calsync"
+                    f" ({SCHEMA_VERSION}); upgrade calsync"
+                )
+            if current < 1:
+                for name, cols in _TABLES.items():
+                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
+                self.con.execute("INSERT INTO schema_version VALUES (1)")
+            # Future migrations: `if current < 2: ...` then insert 2.
+        from connectors.store_views import create_views  # views live beside the store
+
+        create_views(self.con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+
+    def _insert(self, table: str, frame: pl.DataFrame, run_id: str | None = None) -> None:
+        if frame.height == 0:
+            return
+        frame = frame.with_columns(pl.col(pl.Enum).cast(pl.String))
+        if run_id is not None:
+            frame = frame.select(pl.lit(run_id).alias("run_id"), pl.all())
+        cols = ", ".join(f'"{c}"' for c in frame.columns)
+        self.con.register("_frame", frame.to_arrow())
+        try:
+            self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
+        finally:
+            self.con.unregister("_frame")
+
+    def _frame(self, sql: str, params: list | None = None, schema: dict | None = None) -> pl.DataFrame:
+        result = self.con.sql(sql, params=params or None).pl()
+        if schema is not None:
+            if result.height == 0:
+                return empty(schema)
+            result = conform(result, schema)
+        return result
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, mode: str, today: date, replay_of: str | None = None) -> None:
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO runs (run_id, mode, status, started_at, today, replay_of)"
+                " VALUES (?, ?, 'running', ?, ?, ?)",
+                [run_id, mode, datetime.now(timezone.utc), today, replay_of],
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: dict | None = None,
+        error: str | None = None,
+        failed_stage: str | None = None,
+        sf_api_calls: int | None = None,
+        ews_api_calls: int | None = None,
+    ) -> None:
+        with self.transaction():
+            self.con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, counts = ?, error = ?, failed_stage = ?,"
+                " sf_api_calls = ?, ews_api_calls = ? WHERE run_id = ?",
+                [
+                    status,
+                    datetime.now(timezone.utc),
+                    json.dumps(counts or {}, default=str),
+                    error,
+                    failed_stage,
+                    sf_api_calls,
+                    ews_api_calls,
+                    run_id,
+                ],
+            )
+
+    def run(self, run_id: str) -> dict | None:
+        cur = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def runs(self, limit: int = 20) -> pl.DataFrame:
+        return self._frame(f"SELECT * FROM runs ORDER BY started_at DESC LIMIT {int(limit)}")
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def write_snapshot(
+        self,
+        run_id: str,
+        events: pl.DataFrame,
+        pairs: pl.DataFrame,
+        users: pl.DataFrame,
+        directory: pl.DataFrame,
+    ) -> None:
+        """Keep what this run read, in one transaction. ``events`` carries key and content_hash.
+
+        Private events keep no subject, description or invitees (R9): their key and content hash,
+        computed before this, are all the sync needs of them.
+        """
+        private = pl.col("is_private").fill_null(False)
+        kept = events.with_columns(
+            pl.when(private).then(None).otherwise(pl.col("subject")).alias("subject"),
+            pl.when(private).then(None).otherwise(pl.col("description")).alias("description"),
+            pl.when(private).then(None).otherwise(pl.col("invitees")).alias("invitees"),
+        )
+        invitees = (
+            kept.select("side", "native_id", "invitees")
+            .explode("invitees")
+            .drop_nulls("invitees")
+            .unnest("invitees")
+        )
+        with self.transaction():
+            self._insert("event_snapshots", conform(kept, _SNAPSHOT_EVENT), run_id)
+            self._insert("invitee_snapshots", conform(invitees, _INVITEE_ROW), run_id)
+            self._insert("pair_snapshots", conform(pairs, PAIR_SCHEMA), run_id)
+            self._insert("user_snapshots", conform(users, USER_SCHEMA), run_id)
+            self._insert("directory_snapshots", conform(directory, DIRECTORY_SCHEMA), run_id)
+
+    def read_snapshot(self, run_id: str) -> dict[str, pl.DataFrame]:
+        """The frames a run's reconcile saw, as ``write_snapshot`` kept them."""
+        events = self._frame(
+            "SELECT * EXCLUDE (run_id) FROM event_snapshots WHERE run_id = ?", [run_id]
+        )
+        invitees = self._frame(
+            "SELECT side, native_id, list(struct_pack(email, response, record_id, record_type)"
+            " ORDER BY email) AS invitees FROM invitee_snapshots WHERE run_id = ?"
+            " GROUP BY side, native_id",
+            [run_id],
+        )
+        if events.height:
+            if invitees.height:
+                events = events.join(
+                    invitees.with_columns(pl.col("side").cast(pl.String)),
+                    on=["side", "native_id"],
+                    how="left",
+                )
+            events = conform(events, EVENT_SCHEMA | DERIVED_SCHEMA).with_columns(
+                pl.col("invitees").fill_null(pl.lit([], dtype=pl.List(INVITEE)))
+            )
+        else:
+            events = empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        return {
+            "events": events,
+            "pairs": self._frame(
+                "SELECT * EXCLUDE (run_id) FROM pair_snapshots WHERE run_id = ?", [run_id], PAIR_SCHEMA
+            ),
+            "users": self._frame(
+                "SELECT * EXCLUDE (run_id) FROM user_snapshots WHERE run_id = ?", [run_id], USER_SCHEMA
+            ),
+            "directory": self._frame(
+                "SELECT * EXCLUDE (run_id) FROM directory_snapshots WHERE run_id = ?",
+                [run_id],
+                DIRECTORY_SCHEMA,
+            ),
+        }
+
+    def has_snapshot(self, run_id: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM user_snapshots WHERE run_id = ?", [run_id]
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- pairs, deltas, outcomes ----------------------------------------------------------------
+
+    def pairs(self) -> pl.DataFrame:
+        return self._frame("SELECT * FROM pairs ORDER BY pair_id", schema=PAIR_SCHEMA)
+
+    def write_plan(self, run_id: str, deltas: pl.DataFrame, notes: pl.DataFrame) -> None:
+        with self.transaction():
+            self._insert("deltas", conform(deltas, DELTA_SCHEMA), run_id)
+            self._insert("notes", conform(notes, NOTE_SCHEMA), run_id)
+
+    def add_notes(self, run_id: str, notes: pl.DataFrame) -> None:
+        with self.transaction():
+            self._insert("notes", conform(notes, NOTE_SCHEMA), run_id)
+
+    def deltas(self, run_id: str) -> pl.DataFrame:
+        return self._frame(
+            "SELECT * EXCLUDE (run_id) FROM deltas WHERE run_id = ? ORDER BY delta_id",
+            [run_id],
+            DELTA_SCHEMA,
+        )
+
+    def notes(self, run_id: str) -> pl.DataFrame:
+        return self._frame(
+            "SELECT * EXCLUDE (run_id) FROM notes WHERE run_id = ?", [run_id], NOTE_SCHEMA
+        )
+
+    def outcomes(self, run_id: str) -> pl.DataFrame:
+        """The latest outcome of each delta of ``run_id`` (a replay adds newer ones)."""
+        return self._frame(
+            "SELECT * EXCLUDE (run_id, recorded_at) FROM delta_outcomes WHERE run_id = ?"
+            " QUALIFY row_number() OVER (PARTITION BY delta_id ORDER BY recorded_at DESC) = 1"
+            " ORDER BY delta_id",
+            [run_id],
+            OUTCOME_SCHEMA,
+        )
+
+    def record_outcomes(self, run_id: str, outcomes: pl.DataFrame, new_pairs: pl.DataFrame) -> None:
+        """Record what the load did and the pair state it justifies, in one transaction."""
+        stamped = conform(outcomes, OUTCOME_SCHEMA).with_columns(
+            pl.lit(datetime.now(timezone.utc)).cast(pl.Datetime("us", "UTC")).alias("recorded_at")
+        )
+        with self.transaction():
+            self._insert("delta_outcomes", stamped, run_id)
+            self.con.execute("DELETE FROM pairs")
+            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+
+    def replace_pairs(self, new_pairs: pl.DataFrame) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM pairs")
+            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))

@@ -1,0 +1,235 @@
+"""The stages of one sync run as plain functions: extract, snapshot, reconcile, load, finish.
+
+``flows/sync.py`` wraps each in a Prefect task; tests and the replay call them directly too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Callable
+
+import polars as pl
+import requests
+
+from connectors.errors import FatalError
+from connectors.exchange import ExchangeConnector
+from connectors.salesforce import OrgInfo, SalesforceConnector
+from connectors.store import Store
+from flows.config import Config
+from transforms.normalise import normalise
+from transforms.reconcile import ReconcileResult, Settings, apply_outcomes, reconcile
+from transforms.schema import (
+    DIRECTORY_SCHEMA,
+    EVENT_SCHEMA,
+    NOTE_SCHEMA,
+    OUTCOME_SCHEMA,
+    USER_SCHEMA,
+    conform,
+    empty,
+)
+from transforms.window import window_bounds
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Connections:
+    salesforce: SalesforceConnector
+    exchange: ExchangeConnector
+
+    def close(self) -> None:
+        self.exchange.close()
+
+
+def connect(cfg: Config) -> Connections:
+    """Open both connectors from a validated config."""
+    s = cfg.salesforce
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE must not override the CA we were told to trust
+    session.verify = str(s.ca_file) if s.ca_file else True
+    if s.auth == "session":
+        sf = SalesforceConnector.from_session(
+            s.instance_url, s.session_id.get(), session=session, version=s.api_version
+        )
+    elif s.auth == "jwt":
+        sf = SalesforceConnector.from_jwt(
+            s.username, s.consumer_key.get(), s.private_key.get(), s.domain,
+            session=session, version=s.api_version,
+        )
+    else:
+        sf = SalesforceConnector.from_client_credentials(
+            s.consumer_key.get(), s.consumer_secret.get(), s.domain,
+            session=session, version=s.api_version,
+        )
+    e = cfg.exchange
+    ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type)
+    return Connections(sf, ex)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class Extracted:
+    events: pl.DataFrame
+    pairs: pl.DataFrame
+    users: pl.DataFrame
+    directory: pl.DataFrame
+    org: OrgInfo
+    notes: pl.DataFrame = field(default_factory=lambda: empty(NOTE_SCHEMA))
+
+
+def _note(user_key: str, kind: str, reason: str, detail: str, side: str | None = None,
+          native_id: str | None = None) -> dict:
+    return {"user_key": user_key, "kind": kind, "side": side, "native_id": native_id,
+            "reason": reason, "detail": detail}
+
+
+def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extracted:
+    """Read both calendars of every enabled user (one query for all on Salesforce), plus every
+    paired event that left the window (by id, so a missing one is a confirmed deletion)."""
+    users_cfg = cfg.enabled_users
+    notes: list[dict] = []
+    org = conns.salesforce.org_info()
+    if org.required_fields:
+        notes.append(_note("*", "notice", "required_field",
+                           "Salesforce Event has required custom field(s) "
+                           f"{', '.join(org.required_fields)}: events from email are not created in "
+                           "Salesforce until the field is optional or defaulted (C18)."))
+    sf_ids = conns.salesforce.user_ids([u.email for u in users_cfg])
+    rows = []
+    for u in users_cfg:
+        if u.email not in sf_ids:
+            notes.append(_note(u.email, "refused", "no_salesforce_user",
+                               f"no active Salesforce User has the email {u.email}; this user is not "
+                               "synced until one does (check the address in the config)"))
+            continue
+        rows.append({
+            "user_key": u.email, "direction": u.direction, "filter_mode": u.filter,
+            "start_date": u.start_date, "mailbox": u.mailbox, "sf_user_id": sf_ids[u.email],
+            "send_external_invites": u.send_external_invites,
+            "allow_mass_delete": u.allow_mass_delete,
+        })
+    users = conform(pl.DataFrame(rows, schema=USER_SCHEMA), USER_SCHEMA) if rows else empty(USER_SCHEMA)
+    keys = users["user_key"].to_list()
+    pairs = store.pairs()
+    # R15/C17: pairs with another mailbox are never read from (the reconcile drops them).
+    mine = pairs.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
+
+    bounds = [window_bounds(today, u["start_date"]) for u in users.iter_rows(named=True)]
+    if not bounds:
+        return Extracted(empty(EVENT_SCHEMA), pairs, users, empty(DIRECTORY_SCHEMA), org,
+                         pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
+    w_start = min(b[0] for b in bounds)
+    w_end = max(b[1] for b in bounds)
+
+    sf_events = conns.salesforce.extract(
+        dict(zip(keys, users["sf_user_id"].to_list())), w_start, w_end,
+        confirm_ids=mine["sf_id"].drop_nulls().to_list(),
+    )
+    confirm_email: dict[str, list[str]] = {}
+    for user_key, email_id in mine.select("user_key", "email_id").drop_nulls().iter_rows():
+        confirm_email.setdefault(user_key, []).append(email_id)
+    email_events = conns.exchange.extract(
+        dict(zip(keys, users["mailbox"].to_list())), w_start, w_end, confirm_ids=confirm_email
+    )
+    for user_key, native_id, reason in getattr(conns.exchange, "last_problems", []) or []:
+        notes.append(_note(user_key, "skipped", "unreadable_item", str(reason), "email", native_id))
+    events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
+
+    emails = (
+        events.select(pl.col("invitees").explode().struct.field("email"))
+        .drop_nulls()
+        .unique()
+        .to_series()
+        .to_list()
+    )
+    directory = conns.salesforce.directory(sorted(set(emails) | set(keys)))
+    return Extracted(events, pairs, users, conform(directory, DIRECTORY_SCHEMA), org,
+                     pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
+
+
+def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
+    """Normalise (key, content hash) and keep what the run read. Returns the normalised events."""
+    events = normalise(ex.events)
+    store.write_snapshot(run_id, events, ex.pairs, ex.users, ex.directory)
+    return events
+
+
+def settings_for(cfg: Config, org: OrgInfo, allow_deletes: bool = False) -> Settings:
+    return Settings(
+        mass_delete_share=1.0 if allow_deletes else cfg.sync.mass_delete_share,
+        mass_delete_min=10**9 if allow_deletes else cfg.sync.mass_delete_min,
+        shared_activities=org.shared_activities,
+        sf_create_blocked=org.required_fields[0] if org.required_fields else None,
+    )
+
+
+def plan(store: Store, run_id: str, events: pl.DataFrame, ex: Extracted, today: date,
+         settings: Settings) -> ReconcileResult:
+    result = reconcile(events, ex.pairs, ex.users, ex.directory, today=today, settings=settings)
+    store.write_plan(run_id, result.deltas, pl.concat([ex.notes, conform(result.notes, NOTE_SCHEMA)]))
+    return result
+
+
+def _no_call_outcomes(deltas: pl.DataFrame) -> pl.DataFrame:
+    return conform(
+        deltas.select("delta_id", "target_id").with_columns(
+            pl.lit("applied").alias("status"), pl.col("target_id").alias("new_id")
+        ),
+        OUTCOME_SCHEMA,
+    )
+
+
+def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl.DataFrame,
+         pairs: pl.DataFrame, users: pl.DataFrame, refresh: pl.DataFrame | None = None,
+         progress: Progress | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply ``deltas`` side by side; after each side, record its outcomes and the pair state they
+    justify in one transaction. Returns (all outcomes, new pairs)."""
+    current = _refresh_pairs(pairs, refresh)
+    all_outcomes: list[pl.DataFrame] = []
+    no_call = deltas.filter(pl.col("op").cast(pl.String).is_in(["pair", "unpair"]))
+    writes = deltas.filter(~pl.col("op").cast(pl.String).is_in(["pair", "unpair"]))
+    steps: list[tuple[str, pl.DataFrame, Callable[[pl.DataFrame], pl.DataFrame]]] = []
+    if no_call.height or refresh is not None:
+        steps.append(("pairs", no_call, _no_call_outcomes))
+    sf_deltas = writes.filter(pl.col("target_side").cast(pl.String) == "salesforce")
+    em_deltas = writes.filter(pl.col("target_side").cast(pl.String) == "email")
+    internal = set(users["mailbox"].to_list())
+    opted_in = set(users.filter(pl.col("send_external_invites"))["mailbox"].to_list())
+
+    def _sf(d: pl.DataFrame) -> pl.DataFrame:
+        cb = (lambda done, total: progress("salesforce", done, total)) if progress else None
+        return conns.salesforce.apply(d, org, progress=cb)
+
+    def _em(d: pl.DataFrame) -> pl.DataFrame:
+        cb = (lambda done, total: progress("email", done, total)) if progress else None
+        return conns.exchange.apply(d, internal=internal, send_external=opted_in, progress=cb)
+
+    if sf_deltas.height:
+        steps.append(("salesforce", sf_deltas, _sf))
+    if em_deltas.height:
+        steps.append(("email", em_deltas, _em))
+    for _name, part, apply in steps:
+        outcomes = conform(apply(part), OUTCOME_SCHEMA) if part.height else empty(OUTCOME_SCHEMA)
+        current = apply_outcomes(current, part, outcomes, run_id)
+        store.record_outcomes(run_id, outcomes, current)
+        all_outcomes.append(outcomes)
+    outcomes = pl.concat(all_outcomes) if all_outcomes else empty(OUTCOME_SCHEMA)
+    return outcomes, current
+
+
+def _refresh_pairs(pairs: pl.DataFrame, refresh: pl.DataFrame | None) -> pl.DataFrame:
+    """Stored hashes of pairs whose sides changed without anything to write (see reconcile)."""
+    if refresh is None or refresh.height == 0:
+        return pairs
+    return pairs.update(refresh.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left")
+
+
+def _must(cond: bool, message: str) -> None:
+    if not cond:
+        raise FatalError(message)

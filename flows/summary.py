@@ -1,0 +1,111 @@
+"""The run summary: per user, what was written where, what was skipped and why."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms.schema import DELTA_SCHEMA, NOTE_SCHEMA, OUTCOME_SCHEMA, conform
+
+
+def summarise(deltas: pl.DataFrame, outcomes: pl.DataFrame, notes: pl.DataFrame) -> dict:
+    """A JSON-able summary: {"users": {user: {...}}, "totals": {...}, "notices": [...]}."""
+    deltas = conform(deltas, DELTA_SCHEMA).with_columns(pl.col(pl.Enum).cast(pl.String))
+    outcomes = conform(outcomes, OUTCOME_SCHEMA)
+    notes = conform(notes, NOTE_SCHEMA).with_columns(pl.col(pl.Enum).cast(pl.String))
+    joined = deltas.join(outcomes, on="delta_id", how="left")
+    users: dict[str, dict] = {}
+
+    def entry(user: str) -> dict:
+        return users.setdefault(user, {
+            "created": {"salesforce": [], "email": []},
+            "updated": {"salesforce": [], "email": []},
+            "deleted": {"salesforce": [], "email": []},
+            "pairs_made": 0, "pairs_dropped": 0, "duplicates": 0,
+            "conflicts": [], "skipped": [], "failed": [], "refused": None,
+        })
+
+    for row in joined.iter_rows(named=True):
+        e = entry(row["user_key"])
+        op, side, status = row["op"], row["target_side"], row["status"]
+        if status != "applied":
+            e["failed"].append({
+                "op": op, "side": side, "source_id": row["source_id"], "target_id": row["target_id"],
+                "error": row["error"] or "no outcome recorded", "retriable": bool(row["retriable"]),
+            })
+            continue
+        if op == "create":
+            e["created"][side].append(row["new_id"])
+            e["pairs_made"] += 1
+        elif op == "update":
+            e["updated"][side].append(row["target_id"])
+        elif op == "delete":
+            e["deleted"][side].append(row["target_id"])
+            e["pairs_dropped"] += 1
+        elif op == "pair":
+            e["pairs_made"] += 1
+        elif op == "unpair":
+            e["pairs_dropped"] += 1
+    notices = []
+    for row in notes.iter_rows(named=True):
+        if row["user_key"] == "*":
+            notices.append(row["detail"])
+            continue
+        e = entry(row["user_key"])
+        kind = row["kind"]
+        if kind == "duplicate":
+            e["duplicates"] += 1
+        elif kind == "conflict":
+            e["conflicts"].append({"reason": row["reason"], "detail": row["detail"]})
+        elif kind in ("skipped", "truncated"):
+            e["skipped"].append({"reason": row["reason"], "side": row["side"],
+                                 "native_id": row["native_id"], "detail": row["detail"]})
+        elif kind == "refused":
+            e["refused"] = row["detail"]
+        elif kind == "notice":
+            notices.append(row["detail"])
+    totals = {
+        "deltas": deltas.height,
+        "applied": int((outcomes["status"] == "applied").sum()),
+        "failed": int((outcomes["status"] == "failed").sum()) + max(0, deltas.height - outcomes.height),
+        "created": sum(len(u["created"]["salesforce"]) + len(u["created"]["email"]) for u in users.values()),
+        "updated": sum(len(u["updated"]["salesforce"]) + len(u["updated"]["email"]) for u in users.values()),
+        "deleted": sum(len(u["deleted"]["salesforce"]) + len(u["deleted"]["email"]) for u in users.values()),
+        "conflicts": sum(len(u["conflicts"]) for u in users.values()),
+        "duplicates": sum(u["duplicates"] for u in users.values()),
+        "skipped": sum(len(u["skipped"]) for u in users.values()),
+        "refused_users": sorted(k for k, u in users.items() if u["refused"]),
+    }
+    return {"users": dict(sorted(users.items())), "totals": totals, "notices": notices}
+
+
+def render_table(summary: dict) -> str:
+    """The summary as a plain-text table (one line per user) plus problems underneath."""
+    head = ["user", "SF+", "SF~", "SF-", "mail+", "mail~", "mail-", "paired", "unpaired",
+            "dups", "conflicts", "skipped", "failed"]
+    rows = [head]
+    for user, u in summary["users"].items():
+        rows.append([
+            user,
+            *(str(len(u[k][s])) for s in ("salesforce", "email") for k in ("created", "updated", "deleted")),
+            str(u["pairs_made"]), str(u["pairs_dropped"]), str(u["duplicates"]),
+            str(len(u["conflicts"])), str(len(u["skipped"])), str(len(u["failed"])),
+        ])
+    # column order above is per side: created, updated, deleted
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    t = summary["totals"]
+    lines.append(f"total: {t['deltas']} deltas, {t['applied']} applied, {t['failed']} failed, "
+                 f"{t['conflicts']} conflicts, {t['duplicates']} duplicates, {t['skipped']} skipped")
+    for n in summary["notices"]:
+        lines.append(f"notice: {n}")
+    for user, u in summary["users"].items():
+        if u["refused"]:
+            lines.append(f"refused {user}: {u['refused']}")
+        for f in u["failed"]:
+            lines.append(f"failed {user}: {f['op']} on {f['side']} ({f['source_id'] or f['target_id']}): {f['error']}")
+        for c in u["conflicts"]:
+            lines.append(f"conflict {user}: {c['detail']}")
+        for s in u["skipped"]:
+            lines.append(f"skipped {user}: {s['reason']} {s['side'] or ''} {s['native_id'] or ''} {s['detail'] or ''}".rstrip())
+    return "\n".join(lines)
