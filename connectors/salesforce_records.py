@@ -264,6 +264,26 @@ def relations_soql(event_ids: Sequence[str], org: OrgInfo) -> str:
     )
 
 
+_ID_CHARS = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def is_record_id(value: object) -> bool:
+    """True for a well-formed 15- or 18-character record id (the 18-character checksum checked).
+
+    Salesforce rejects a whole query whose ``Id IN (...)`` holds a malformed id, and no record can have one.
+    """
+    if not isinstance(value, str) or len(value) not in (15, 18) or not set(value) <= _ID_CHARS:
+        return False
+    if len(value) == 15:
+        return True
+    suffix = ""
+    for i in range(0, 15, 5):
+        bits = sum(1 << j for j, ch in enumerate(value[i : i + 5]) if "A" <= ch <= "Z")
+        suffix += _ID_SUFFIX[bits]
+    return value[15:].upper() == suffix
+
+
 def chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])

@@ -39,6 +39,7 @@ from transforms.schema import (
 )
 
 SCHEMA_VERSION = 1
+PRIVATE_SUBJECT = "Private"
 
 _DUCK_TYPES = {
     pl.String: "VARCHAR",
@@ -88,6 +89,7 @@ _TABLES: dict[str, str] = {
         failed_stage VARCHAR,             -- extract, snapshot, reconcile, load, finish
         error VARCHAR,
         counts JSON,
+        settings JSON,                    -- what the reconcile was given besides the snapshot
         sf_api_calls BIGINT,
         ews_api_calls BIGINT
     """,
@@ -197,6 +199,10 @@ class Store:
                 [run_id, mode, datetime.now(timezone.utc), today, replay_of],
             )
 
+    def set_run_settings(self, run_id: str, settings: dict) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET settings = ? WHERE run_id = ?", [json.dumps(settings), run_id])
+
     def finish_run(
         self,
         run_id: str,
@@ -245,13 +251,14 @@ class Store:
     ) -> None:
         """Keep what this run read, in one transaction. ``events`` carries key and content_hash.
 
-        Private events keep no subject, description or invitees (R9): their key and content hash,
-        computed before this, are all the sync needs of them.
+        Private events keep no subject, description or invitees (R9): the subject is kept as
+        "Private" (what their copies show), and their key and content hash, computed before this,
+        are all the sync needs of them.
         """
         private = pl.col("is_private").fill_null(False)
         kept = events.with_columns(
-            pl.when(private).then(None).otherwise(pl.col("subject")).alias("subject"),
-            pl.when(private).then(None).otherwise(pl.col("description")).alias("description"),
+            pl.when(private).then(pl.lit(PRIVATE_SUBJECT)).otherwise(pl.col("subject")).alias("subject"),
+            pl.when(private).then(pl.lit("")).otherwise(pl.col("description")).alias("description"),
             pl.when(private).then(None).otherwise(pl.col("invitees")).alias("invitees"),
         )
         invitees = (

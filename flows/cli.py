@@ -50,6 +50,38 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return sandbox_main(argv)
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.replay import replay
+    from flows.summary import render_table
+
+    summary = replay(load_config(args.config), args.run_id)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"replay {summary['run_id']} of {summary['replay_of']}: {summary['status']}"
+              f" ({summary['pending_before']} deltas were pending, {summary['found_existing']} found already"
+              f" written, {summary['left']} left)")
+        print(render_table(summary))
+    return 0 if summary["status"] == "succeeded" else 3
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if args.store:
+        return args.store
+    if args.config:
+        from flows.config import load_config
+
+        return load_config(args.config).store_path
+    return Path("data/calsync.duckdb")
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from flows.history import show_history
+
+    return show_history(_store_path(args), run_id=args.run, limit=args.limit, out=args.out, fmt=args.format)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calsync", description="Two-way sync of Exchange and Salesforce calendars.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the mass-deletion guard for this run")
     p.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("replay", help="apply what a failed run left undone, from its snapshots")
+    p.add_argument("run_id")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("history", help="recent runs, or one run in detail")
+    p.add_argument("--config", type=Path, help="read the store path from this config")
+    p.add_argument("--store", type=Path, help="the DuckDB file (default data/calsync.duckdb)")
+    p.add_argument("--run", help="one run in detail: its deltas and outcomes, notes")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--out", type=Path, help="write the tables into this folder instead of printing")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser("demo", help="sync a seeded sandbox org twice and show what happened")
     p.add_argument("--seed", type=Path, help="seed file (default data/demo-seed.toml)")

@@ -35,6 +35,7 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     mailbox = "alice@acme.com"          # defaults to email
     enabled = true
     send_external_invites = false
+    time_zone = "Europe/Berlin"         # the mailbox's zone (all-day events are dates there)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DIRECTIONS = ("both", "salesforce_to_email", "email_to_salesforce")
 FILTERS = ("updates_only", "all", "with_invitee", "with_contact_or_lead")
@@ -108,6 +110,7 @@ class UserSettings:
     enabled: bool = True
     send_external_invites: bool = False
     allow_mass_delete: bool = False
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
             raise ConfigError(f"[{where}]: expected a table")
         unknown = set(entry) - {
             "email", "direction", "filter", "start_date", "mailbox", "enabled",
-            "send_external_invites", "allow_mass_delete",
+            "send_external_invites", "allow_mass_delete", "time_zone",
         }
         if unknown:
             raise ConfigError(f"[{where}] {sorted(unknown)[0]}: unknown key")
@@ -302,6 +305,14 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
         mailbox = (_str(entry, "mailbox", where, required=False) or email).lower()
         if not _EMAIL.match(mailbox):
             raise ConfigError(f"[{where}] mailbox: expected an email address, got {mailbox!r}")
+        zone = entry.get("time_zone", "UTC")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ConfigError(
+                f"[{where}] time_zone: expected an IANA time zone like Europe/Berlin (the mailbox's own"
+                f" zone, used to write all-day events), got {zone!r}"
+            ) from None
         start = entry.get("start_date")
         if start is not None and not isinstance(start, date):
             raise ConfigError(f"[{where}] start_date: expected a TOML date like 2026-01-01, got {start!r}")
@@ -315,6 +326,7 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
                 enabled=_bool(entry, "enabled", where, True),
                 send_external_invites=_bool(entry, "send_external_invites", where, False),
                 allow_mass_delete=_bool(entry, "allow_mass_delete", where, False),
+                time_zone=zone,
             )
         )
     return tuple(users)

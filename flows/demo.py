@@ -46,15 +46,20 @@ email = "{email}"
 direction = "both"
 filter = "all"
 mailbox = "{email}"
+time_zone = "{time_zone}"
 """
 
 
-def write_config(sandbox: Sandbox, spec: dict, path: Path, store: Path) -> Path:
-    """A config for ``sandbox``; exports the sandbox's secrets to this process's environment."""
+def write_config(sandbox: Sandbox, spec: dict, path: Path, store: Path, env=None, users: str | None = None) -> Path:
+    """A config for ``sandbox``; puts the sandbox's secrets into ``env`` (default: this process's
+    environment), never into the file. ``users`` replaces the generated [[users]] blocks."""
+    env = os.environ if env is None else env
     info = sandbox.connection_info()
-    os.environ["CALSYNC_SF_SESSION_ID"] = info["salesforce"]["session_id"]
-    os.environ["CALSYNC_EWS_PASSWORD"] = info["exchange"]["password"]
-    users = "".join(USER_BLOCK.format(email=u["email"].lower()) for u in spec.get("users", []))
+    env["CALSYNC_SF_SESSION_ID"] = info["salesforce"]["session_id"]
+    env["CALSYNC_EWS_PASSWORD"] = info["exchange"]["password"]
+    if users is None:
+        users = "".join(USER_BLOCK.format(email=u["email"].lower(), time_zone=u.get("time_zone", "UTC"))
+                        for u in spec.get("users", []))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DEMO_CONFIG.format(
         store=store, instance_url=info["salesforce"]["instance_url"],

@@ -13,7 +13,7 @@ from typing import Callable
 import polars as pl
 import requests
 
-from connectors.errors import FatalError
+from connectors.errors import CalsyncError, FatalError
 from connectors.exchange import ExchangeConnector
 from connectors.salesforce import OrgInfo, SalesforceConnector
 from connectors.store import Store
@@ -64,7 +64,8 @@ def connect(cfg: Config) -> Connections:
             session=session, version=s.api_version,
         )
     e = cfg.exchange
-    ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type)
+    ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
+                           time_zones={u.mailbox: u.time_zone for u in cfg.users})
     return Connections(sf, ex)
 
 
@@ -131,15 +132,21 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extra
         dict(zip(keys, users["sf_user_id"].to_list())), w_start, w_end,
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
-    confirm_email: dict[str, list[str]] = {}
-    for user_key, email_id in mine.select("user_key", "email_id").drop_nulls().iter_rows():
-        confirm_email.setdefault(user_key, []).append(email_id)
-    email_events = conns.exchange.extract(
-        dict(zip(keys, users["mailbox"].to_list())), w_start, w_end, confirm_ids=confirm_email
-    )
-    for user_key, native_id, reason in getattr(conns.exchange, "last_problems", []) or []:
-        notes.append(_note(user_key, "skipped", "unreadable_item", str(reason), "email", native_id))
+    email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
+        conns.exchange, users, mine, w_start, w_end)
+    notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
+    # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
+    # whose email item could not be read is held: neither counts as a deletion.
+    held = mine.filter(pl.col("email_id").is_in(list(unreadable)) | pl.col("user_key").is_in(list(failed_users)))
+    if held.height or failed_users:
+        events = events.filter(
+            ~pl.col("user_key").is_in(list(failed_users))
+            & ~pl.col("native_id").is_in(held["sf_id"].drop_nulls().implode())
+            & ~pl.col("native_id").is_in(held["email_id"].drop_nulls().implode())
+        )
+        users = users.filter(~pl.col("user_key").is_in(list(failed_users)))
+        pairs = pairs.join(held.select("pair_id"), on="pair_id", how="anti")
 
     emails = (
         events.select(pl.col("invitees").explode().struct.field("email"))
@@ -151,6 +158,32 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extra
     directory = conns.salesforce.directory(sorted(set(emails) | set(keys)))
     return Extracted(events, pairs, users, conform(directory, DIRECTORY_SCHEMA), org,
                      pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
+
+
+def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: pl.DataFrame,
+                       w_start: datetime, w_end: datetime) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+    """Read each mailbox on its own, so one mailbox's trouble (impersonation refused, no such
+    mailbox) leaves the other users syncing. Returns (events, notes, failed users, unreadable ids)."""
+    frames, notes, failed, unreadable = [], [], set(), set()
+    first_error: FatalError | None = None
+    for user_key, mailbox in users.select("user_key", "mailbox").iter_rows():
+        confirm = pairs.filter(pl.col("user_key") == user_key)["email_id"].drop_nulls().to_list()
+        try:
+            frames.append(exchange.extract({user_key: mailbox}, w_start, w_end, confirm_ids={user_key: confirm}))
+        except FatalError as exc:
+            first_error = first_error or exc
+            failed.add(user_key)
+            notes.append(_note(user_key, "refused", "mailbox_unreadable",
+                               f"could not read mailbox {mailbox}: {exc}; this user is not synced this run"))
+            continue
+        for problem_user, native_id, reason in exchange.last_problems or []:
+            if native_id:
+                unreadable.add(native_id)
+            notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
+    if first_error is not None and len(failed) == users.height:
+        raise first_error  # nobody could be read: the credentials or the server, not one mailbox
+    events = pl.concat([conform(f, EVENT_SCHEMA) for f in frames]) if frames else empty(EVENT_SCHEMA)
+    return events, notes, failed, unreadable
 
 
 def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
@@ -215,7 +248,15 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
     if em_deltas.height:
         steps.append(("email", em_deltas, _em))
     for _name, part, apply in steps:
-        outcomes = conform(apply(part), OUTCOME_SCHEMA) if part.height else empty(OUTCOME_SCHEMA)
+        try:
+            outcomes = conform(apply(part), OUTCOME_SCHEMA) if part.height else empty(OUTCOME_SCHEMA)
+        except CalsyncError as exc:
+            # Writes made before a fatal error (credentials revoked, API limit) are still recorded.
+            partial = getattr(exc, "outcomes", None)
+            if partial is not None and partial.height:
+                partial = conform(partial, OUTCOME_SCHEMA)
+                store.record_outcomes(run_id, partial, apply_outcomes(current, part, partial, run_id))
+            raise
         current = apply_outcomes(current, part, outcomes, run_id)
         store.record_outcomes(run_id, outcomes, current)
         all_outcomes.append(outcomes)
@@ -230,6 +271,3 @@ def _refresh_pairs(pairs: pl.DataFrame, refresh: pl.DataFrame | None) -> pl.Data
     return pairs.update(refresh.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left")
 
 
-def _must(cond: bool, message: str) -> None:
-    if not cond:
-        raise FatalError(message)

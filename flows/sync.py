@@ -7,6 +7,7 @@ records an outcome per delta, and a replay finishes what a failed load left).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -61,10 +62,11 @@ def run_sync(
             events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
             current = "reconcile"
             settings = pipeline.settings_for(cfg, ex.org, allow_deletes)
+            store.set_run_settings(run_id, dataclasses.asdict(settings))  # replay needs them
             result = stage("reconcile", pipeline.plan, store, run_id, events, ex, today, settings)
             current = "load"
             outcomes, _pairs = stage(
-                "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, ex.pairs,
+                "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
                 ex.users, getattr(result, "pair_refresh", None),
             )
             current = "finish"

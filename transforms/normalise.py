@@ -1,7 +1,8 @@
 """Derive the pairing key (C3) and the content hash (R1) of canonical events.
 
-Both are 128-bit digests (two seeded 64-bit polars hashes, as 40 decimal digits) so that a snapshot can
-keep them for private events without keeping the subject (R9). Python's hashlib would be stable across
+Both are 64-bit digests (seeded polars hashes of the fields, as decimal strings) so that a snapshot can
+keep them for private events without keeping the subject (R9). 64 bits suffice: a key is compared within
+one user's few hundred events and a content hash with one stored hash. Python's hashlib would be stable across
 libraries but costs ~2.5 s for the 2 million rows of a large run; polars' hash is stable within one polars
 version, and polars is pinned. Should an upgrade change the digests, every pair looks changed on both
 sides, the reconciler finds through its projection that nothing differs, and it only refreshes the stored
@@ -14,42 +15,35 @@ import polars as pl
 
 from transforms.schema import DERIVED_SCHEMA, EVENT_SCHEMA
 
-_SEEDS = (0x5EED_CA15, 0x0DDB_A11C)
-_SEP = "\x1f"
-
-
-def digest(expr: pl.Expr) -> pl.Expr:
-    """A 40-character digest of a string expression (null stays null)."""
-    parts = [expr.hash(seed).cast(pl.String).str.zfill(20) for seed in _SEEDS]
-    return pl.when(expr.is_not_null()).then(pl.concat_str(parts))
+_KEY_SEED = 0x5EED_CA15
+_CONTENT_SEED = 0x0DDB_A11C
+_INVITEE_SEED = 0x1A7E_5EED
 
 
 def clean_subject(expr: pl.Expr) -> pl.Expr:
     """C3: surrounding whitespace stripped, inner runs collapsed to one space, case kept."""
-    return expr.str.replace_all(r"\s+", " ").str.strip_chars()
+    # same result as replacing r"\s+" but 3x faster: only runs and non-space whitespace need rewriting
+    return expr.str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars()
 
 
-def _stamp(expr: pl.Expr) -> pl.Expr:
-    return expr.dt.epoch("us").cast(pl.String)
+def _digest(fields: list[pl.Expr], seed: int) -> pl.Expr:
+    return pl.struct(fields).hash(seed).cast(pl.String)
 
 
-def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr) -> pl.Expr:
+def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr, *, cleaned: bool = False) -> pl.Expr:
     """C3 key. Null when the subject is missing or blank, so such events never pair (null keys never join)."""
-    subj = clean_subject(subject)
-    raw = pl.concat_str(
-        [subj, is_all_day.cast(pl.Int8).cast(pl.String), _stamp(start), _stamp(end)], separator=_SEP
+    subj = subject if cleaned else clean_subject(subject)
+    return pl.when(subj.str.len_bytes() > 0).then(
+        _digest([subj.alias("s"), is_all_day.fill_null(False).alias("a"), start.alias("b"), end.alias("e")], _KEY_SEED)
     )
-    return pl.when(subj.str.len_bytes() > 0).then(digest(raw))
 
 
-def invitee_text(invitees: pl.Expr) -> pl.Expr:
-    """Sorted ``email:response`` of the invitees with an address (C19 ignores the others)."""
-    el = pl.element()
-    return invitees.list.eval(
-        pl.concat_str([el.struct.field("email"), el.struct.field("response").fill_null("none")], separator=":")
-        .drop_nulls()
-        .sort()
-    ).list.join(",")
+def invitee_digest(invitees: pl.Expr) -> pl.Expr:
+    """Order-independent digest of the invitees' (email, response): a wrapping sum of per-invitee hashes.
+    Invitees without an address are ignored (C19); a missing response counts as "none"."""
+    el = pl.element().struct
+    one = pl.struct(el.field("email").alias("e"), el.field("response").fill_null("none").alias("r")).hash(_INVITEE_SEED)
+    return invitees.list.eval(one.filter(el.field("email").is_not_null())).list.sum().fill_null(0)
 
 
 def content_hash_expr(
@@ -60,33 +54,29 @@ def content_hash_expr(
     is_all_day: pl.Expr,
     is_private: pl.Expr,
     invitees: pl.Expr,
+    *,
+    cleaned: bool = False,
 ) -> pl.Expr:
     """R1: a digest of the synced fields only; never version or last_modified (Exchange bumps LastModified on reads)."""
-    raw = pl.concat_str(
+    subj = subject if cleaned else clean_subject(subject)
+    return _digest(
         [
-            clean_subject(subject).fill_null(""),
-            _stamp(start).fill_null(""),
-            _stamp(end).fill_null(""),
-            description.fill_null(""),
-            is_all_day.fill_null(False).cast(pl.Int8).cast(pl.String),
-            is_private.fill_null(False).cast(pl.Int8).cast(pl.String),
-            invitee_text(invitees).fill_null(""),
+            subj.fill_null("").alias("s"),
+            start.alias("b"),
+            end.alias("e"),
+            description.fill_null("").alias("d"),
+            is_all_day.fill_null(False).alias("a"),
+            is_private.fill_null(False).alias("p"),
+            invitee_digest(invitees).alias("i"),
         ],
-        separator=_SEP,
+        _CONTENT_SEED,
     )
-    return digest(raw)
 
 
-def content_hash_of(df: pl.DataFrame | pl.LazyFrame) -> pl.Expr:
-    """The content hash of a frame with the canonical column names."""
+def content_hash_of(prefix: str = "") -> pl.Expr:
+    """The content hash over the canonical column names, optionally prefixed (``sf_subject`` ...)."""
     return content_hash_expr(
-        pl.col("subject"),
-        pl.col("start"),
-        pl.col("end"),
-        pl.col("description"),
-        pl.col("is_all_day"),
-        pl.col("is_private"),
-        pl.col("invitees"),
+        *(pl.col(prefix + c) for c in ("subject", "start", "end", "description", "is_all_day", "is_private", "invitees"))
     )
 
 
@@ -96,14 +86,18 @@ def normalise(events: pl.DataFrame) -> pl.DataFrame:
     Values already present are kept: a frame re-read from a snapshot holds private events without their
     subject, and only the stored digests still describe them.
     """
-    key = key_expr(pl.col("subject"), pl.col("is_all_day"), pl.col("start"), pl.col("end"))
-    chash = content_hash_of(events)
+    subj = pl.col("_clean")
+    key = key_expr(subj, pl.col("is_all_day"), pl.col("start"), pl.col("end"), cleaned=True)
+    chash = content_hash_expr(
+        subj, pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"), pl.col("is_private"),
+        pl.col("invitees"), cleaned=True,
+    )
     if "key" in events.columns:
         key = pl.coalesce(pl.col("key"), key)
     if "content_hash" in events.columns:
         chash = pl.coalesce(pl.col("content_hash"), chash)
     cols = [c for c in EVENT_SCHEMA if c in events.columns]
-    return events.select(
+    return events.with_columns(clean_subject(pl.col("subject")).alias("_clean")).select(
         *[pl.col(c).cast(EVENT_SCHEMA[c]) for c in cols],
         key.cast(DERIVED_SCHEMA["key"]).alias("key"),
         chash.cast(DERIVED_SCHEMA["content_hash"]).alias("content_hash"),

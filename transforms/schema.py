@@ -167,3 +167,29 @@ DERIVED_SCHEMA: dict[str, pl.DataType] = {
     "key": pl.String,  # C3: normalised subject, all-day flag, start, end
     "content_hash": pl.String,  # synced fields only (R1), never version/last_modified
 }
+
+# --- added by transforms (reconcile) -----------------------------------------------------------------
+
+# DELTA_SCHEMA["linked"]: a pair delta linking a Salesforce child event to a delivered meeting copy (C15).
+DELTA_SCHEMA["linked"] = pl.Boolean
+
+# Stored hashes of pairs whose content changed without anything to write (C6 direction skips, C7
+# projections that already agree, child events): the store writes these onto ``pairs`` with the outcomes
+# (``transforms.reconcile.apply_outcomes(..., refresh=...)``). Never overlaps the pairs of any delta.
+PAIR_REFRESH_SCHEMA: dict[str, pl.DataType] = {
+    "pair_id": pl.String,
+    "sf_hash": pl.String,
+    "email_hash": pl.String,
+    "private_origin": Side,
+}
+
+# C13: invitee responses in frames use RESPONSES; Salesforce EventRelation.Status knows only these three.
+RESPONSE_TO_SALESFORCE = {"accepted": "Accepted", "declined": "Declined", "tentative": "New", "none": "New"}
+SALESFORCE_TO_RESPONSE = {"Accepted": "accepted", "Declined": "declined", "New": "none"}
+
+# C19 limits and the R9/C10 private copy.
+SUBJECT_MAX = 255
+DESCRIPTION_MAX = 32_000
+MAX_EVENT_DAYS = 14
+WHO_CONTACTS_MAX = 50
+PRIVATE_SUBJECT = "Private"

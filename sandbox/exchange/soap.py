@@ -26,7 +26,7 @@ SERVER_VERSION = (
 )
 
 MESSAGE_TEXTS = {
-    "ErrorItemNotFound": "The specified object was not found in the store., The process failed to get the correct properties.",
+    "ErrorItemNotFound": "The specified object was not found in the store.",
     "ErrorIrresolvableConflict": "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
     "ErrorAccessDenied": "Access is denied. Check credentials and try again.",
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",

@@ -1,0 +1,209 @@
+"""Benchmark: normalise + reconcile for 5,000 users x 200 events a side (issue 3). Not a test.
+
+    .venv/bin/python benchmarks/reconcile.py [--users 5000] [--events 200] [--seed 7] [--repeat 3]
+
+A seeded generator (polars expressions over hashes, so the same seed gives the same frames) builds a
+realistic run: 85% of each calendar already paired, of those a few percent edited on one side or both
+or deleted on one side; new events on both sides, some pairing by key, some duplicated; private, all-day
+and invitee-carrying events; a handful of users whose email side came back empty (mass-deletion guard).
+
+Prints the best wall time of normalise+reconcile, peak RSS (VmHWM: tracemalloc does not see polars' Rust
+allocations) and, as a baseline ratio, the time of a plain join of the same frames in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transforms.normalise import normalise  # noqa: E402
+from transforms.reconcile import Settings, reconcile  # noqa: E402
+from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, INVITEE, PAIR_SCHEMA, USER_SCHEMA, conform  # noqa: E402
+
+TODAY = date(2025, 6, 15)
+N_CONTACTS = 50_000
+PAIRED, SF_ONLY, KEY_TWINS = 170, 185, 5  # j < 170 paired; 170..184 Salesforce-only; 185..199 email-only
+
+
+def _rnd(seed: int, modulo: int) -> pl.Expr:
+    return (pl.struct("u", "j").hash(seed) % modulo).cast(pl.Int64)
+
+
+def generate(n_users: int, n_events: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """events, pairs, users, directory."""
+    t0 = datetime.combine(TODAY - timedelta(days=25), datetime.min.time(), tzinfo=timezone.utc)
+    grid = pl.DataFrame({"u": pl.int_range(0, n_users, eager=True)}).join(
+        pl.DataFrame({"j": pl.int_range(0, n_events, eager=True)}), how="cross"
+    )
+    user_key = pl.format("user{}@corp.example", pl.col("u"))
+    all_day = _rnd(seed + 1, 100) < 5
+    start = pl.lit(t0) + pl.duration(hours=_rnd(seed + 2, 80 * 24))
+    day = start.dt.truncate("1d")
+
+    def invitee(slot: int) -> pl.Expr:
+        k = _rnd(seed + 10 + slot, N_CONTACTS)
+        lead = k % 5 == 0
+        return pl.struct(
+            pl.format("c{}@client.example", k).alias("email"),
+            pl.when(_rnd(seed + 20 + slot, 3) == 0).then(pl.lit("accepted")).otherwise(pl.lit("none")).alias("response"),
+            pl.when(lead).then(pl.format("00Q{}", k)).otherwise(pl.format("003{}", k)).alias("record_id"),
+            pl.when(lead).then(pl.lit("lead")).otherwise(pl.lit("contact")).alias("record_type"),
+        )
+
+    n_inv = _rnd(seed + 3, 4)
+    base = grid.with_columns(
+        user_key.alias("user_key"),
+        pl.format("Meeting {} about topic {}", _rnd(seed + 4, 100_000), pl.col("j")).alias("subject"),
+        pl.when(all_day).then(day).otherwise(start).alias("start"),
+        pl.when(all_day).then(day + pl.duration(days=1)).otherwise(start + pl.duration(minutes=30 * (1 + _rnd(seed + 5, 4)))).alias("end"),
+        all_day.alias("is_all_day"),
+        pl.format("Agenda for item {}: discuss the plan, the numbers and next steps.", pl.col("j")).alias("description"),
+        (_rnd(seed + 6, 100) < 3).alias("is_private"),
+        pl.concat_list([invitee(s) for s in range(3)]).list.head(n_inv).cast(pl.List(INVITEE)).alias("invitees"),
+        pl.lit(datetime(2025, 6, 1, tzinfo=timezone.utc)).alias("last_modified"),
+        pl.lit(False).alias("is_child"),
+        pl.lit(None, dtype=pl.String).alias("meeting_uid"),
+        pl.lit("v1").alias("version"),
+    ).with_columns(pl.col("user_key").alias("organizer_email"))
+
+    def side(frame: pl.DataFrame, name: str, prefix: str) -> pl.DataFrame:
+        return frame.with_columns(
+            pl.lit(name).alias("side"),
+            pl.format("{}{}_{}", pl.lit(prefix), pl.col("u"), pl.col("j")).alias("native_id"),
+            (pl.col("user_key") if name == "email" else pl.lit(None, dtype=pl.String)).alias("mailbox"),
+        )
+
+    sf0 = side(base.filter(pl.col("j") < SF_ONLY), "salesforce", "S")
+    # email copies of paired events are identical; email-only events get their own subjects, except a few
+    # "key twins" of Salesforce-only events (pair by key) and one duplicated key per user
+    em_base = base.with_columns(
+        pl.when(pl.col("j") >= SF_ONLY).then(pl.format("Call {} #{}", _rnd(seed + 7, 100_000), pl.col("j"))).otherwise(pl.col("subject")).alias("subject")
+    )
+    em_paired = em_base.filter(pl.col("j") < PAIRED)
+    twins = base.filter((pl.col("j") >= PAIRED) & (pl.col("j") < PAIRED + KEY_TWINS)).with_columns(pl.col("j") + 1000)
+    dups = em_base.filter(pl.col("j") == SF_ONLY).with_columns(pl.col("j") + 2000)
+    em0 = side(pl.concat([em_paired, twins, dups, em_base.filter(pl.col("j") >= SF_ONLY)]), "email", "E")
+
+    stored = normalise(conform(pl.concat([sf0, em0], how="diagonal_relaxed"), EVENT_SCHEMA))
+    h = stored.select("side", "native_id", "content_hash")
+    pairs = (
+        sf0.filter(pl.col("j") < PAIRED)
+        .select("u", "j", "user_key", pl.col("native_id").alias("sf_id"), pl.format("E{}_{}", pl.col("u"), pl.col("j")).alias("email_id"))
+        .join(h.filter(pl.col("side") == "salesforce").select(pl.col("native_id").alias("sf_id"), pl.col("content_hash").alias("sf_hash")), on="sf_id")
+        .join(h.filter(pl.col("side") == "email").select(pl.col("native_id").alias("email_id"), pl.col("content_hash").alias("email_hash")), on="email_id")
+        .with_columns(
+            pl.format("P{}_{}", pl.col("u"), pl.col("j")).alias("pair_id"),
+            pl.col("user_key").alias("mailbox"),
+            pl.lit(False).alias("linked"),
+            pl.lit("r0").alias("created_run"),
+            pl.lit("r0").alias("last_run"),
+        )
+    )
+    pairs = conform(pairs, PAIR_SCHEMA)
+
+    # this run's edits on paired events
+    r = _rnd(seed + 8, 1000)
+    later = pl.lit(datetime(2025, 6, 14, tzinfo=timezone.utc))
+    sf_edit = (r < 40) | ((r >= 80) & (r < 90))
+    em_edit = ((r >= 40) & (r < 90))
+    paired = pl.col("j") < PAIRED
+    sf_now = sf0.filter(~(paired & (r >= 90) & (r < 95))).with_columns(
+        pl.when(paired & sf_edit).then(pl.col("subject") + " (moved)").otherwise(pl.col("subject")).alias("subject"),
+        pl.when(paired & sf_edit).then(later).otherwise(pl.col("last_modified")).alias("last_modified"),
+    )
+    em_now = em0.filter(~(paired & (r >= 95) & (r < 100))).with_columns(
+        pl.when(paired & em_edit).then(pl.col("start") + pl.duration(hours=1)).otherwise(pl.col("start")).alias("start"),
+        pl.when(paired & em_edit).then(pl.col("end") + pl.duration(hours=1)).otherwise(pl.col("end")).alias("end"),
+        pl.when(paired & em_edit).then(later + pl.duration(hours=1))
+        # Exchange bumps LastModified on reads: not a change
+        .when(paired & (r >= 100) & (r < 200)).then(later)
+        .otherwise(pl.col("last_modified")).alias("last_modified"),
+    ).filter(pl.col("u") >= 10)  # ten users' mailboxes come back empty: refused by the guard
+    events = conform(pl.concat([sf_now, em_now], how="diagonal_relaxed"), EVENT_SCHEMA)
+
+    users = pl.DataFrame({"u": pl.int_range(0, n_users, eager=True)}).select(
+        user_key.alias("user_key"),
+        pl.when(pl.col("u") % 10 == 1).then(pl.lit("salesforce_to_email")).when(pl.col("u") % 10 == 2).then(pl.lit("email_to_salesforce")).otherwise(pl.lit("both")).alias("direction"),
+        pl.when(pl.col("u") % 7 == 3).then(pl.lit("with_contact_or_lead")).when(pl.col("u") % 7 == 4).then(pl.lit("updates_only")).otherwise(pl.lit("all")).alias("filter_mode"),
+        pl.lit(None, dtype=pl.Date).alias("start_date"),
+        user_key.alias("mailbox"),
+        pl.format("005{}", pl.col("u")).alias("sf_user_id"),
+        pl.lit(False).alias("send_external_invites"),
+        pl.lit(False).alias("allow_mass_delete"),
+    )
+    k = pl.int_range(0, N_CONTACTS, eager=True)
+    directory = pl.DataFrame({"k": k}).select(
+        pl.when(pl.col("k") % 5 == 0).then(pl.format("00Q{}", pl.col("k"))).otherwise(pl.format("003{}", pl.col("k"))).alias("record_id"),
+        pl.when(pl.col("k") % 5 == 0).then(pl.lit("lead")).otherwise(pl.lit("contact")).alias("record_type"),
+        pl.format("c{}@client.example", pl.col("k")).alias("email"),
+        pl.format("005{}", pl.col("k") % n_users).alias("owner_id"),
+    )
+    # a few addresses held by both a Contact and a Lead (C12)
+    directory = pl.concat([directory, directory.filter(pl.col("record_type") == "contact").head(500).with_columns(
+        pl.col("record_id").str.replace("003", "00Qx"), pl.lit("lead").alias("record_type"))])
+    return events, pairs, conform(users, USER_SCHEMA), conform(directory, DIRECTORY_SCHEMA)
+
+
+def peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--events", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    events, pairs, users, directory = generate(args.users, args.events, args.seed)
+    gen_s = time.perf_counter() - t
+    rss_before = peak_rss_mib()
+    print(f"generated {events.height:,} events, {pairs.height:,} pairs, {users.height:,} users, "
+          f"{directory.height:,} directory rows in {gen_s:.1f} s (peak RSS so far {rss_before:.0f} MiB)")
+
+    print("running ...", flush=True)
+    best, result = float("inf"), None
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        result = reconcile(events, pairs, users, directory, today=TODAY, settings=Settings())
+        best = min(best, time.perf_counter() - t)
+    assert result is not None
+
+    base = float("inf")
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        sf = events.filter(pl.col("side") == "salesforce")
+        em = events.filter(pl.col("side") == "email")
+        pairs.join(sf, left_on=["user_key", "sf_id"], right_on=["user_key", "native_id"], how="left").join(
+            em, left_on=["user_key", "email_id"], right_on=["user_key", "native_id"], how="left", suffix="_em"
+        )
+        base = min(base, time.perf_counter() - t)
+
+    d = result.deltas
+    counts = dict(d.group_by("op").len().sort("op").iter_rows())
+    kinds = dict(result.notes.group_by("kind").len().sort("kind").iter_rows())
+    print(f"deltas: {d.height:,} {counts}")
+    print(f"notes:  {result.notes.height:,} {kinds}; pair_refresh: {result.pair_refresh.height:,}")
+    print(f"normalise+reconcile: {best:.3f} s (best of {args.repeat}); peak RSS {peak_rss_mib():.0f} MiB "
+          f"(process, including the generated inputs)")
+    print(f"baseline: pairs left-joined to both sides' events {base:.3f} s -> ratio {best / base:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1151 @@
+"""Exchange Web Services connector (exchangelib): mailbox calendars in, deltas out.
+
+One service account with the ApplicationImpersonation role reaches every synced mailbox
+(on-premises Exchange; Basic or NTLM, OAuth where configured). Version and auth type are pinned so
+exchangelib never probes the server.
+
+Glossary
+--------
+calendar view   EWS FindItem with a CalendarView: single items and *occurrences* of recurring series
+                that overlap a range (an item ending exactly at the start is not returned).
+ChangeKey       the item's change token; it is the ``version`` of an email event.
+internal        an attendee with a mailbox in the same Exchange organisation: a meeting sent to them
+                lands on their calendar. Everyone else is external (Contacts, Leads, customers).
+
+Reading (``extract``)
+    One row of ``EVENT_SCHEMA`` per item overlapping the window (C1, checked again on the canonical
+    values) plus the ``confirm_ids`` fetched by id. All-day items become midnight UTC of their dates
+    in the item's own start time zone (for items the mailbox made, the mailbox's zone) with an
+    exclusive end. An item that cannot be shaped is left out and reported in ``last_problems``
+    (``(user_key, item_id, reason)``): such ids are *not* deletions and the caller must not treat
+    them as gone.
+
+Writing (``apply``)
+    One ``OUTCOME_SCHEMA`` row per delta, always, in the order given. Per mailbox: deletes, updates,
+    creates, each in batches of ``batch_size`` (one EWS request per batch and send mode).
+
+    - Invitations (C20): EWS sends to all attendees or to none, so mixed meetings take a sequence
+      (``plan_create``, ``plan_update``, ``plan_delete_send``): internal attendees (invitees with
+      record_type ``user``, addresses in ``internal``, attendees the server resolved to a mailbox) get
+      the meeting, updates and cancellations; external ones are written silently (SendToNone) unless
+      the mailbox is in ``send_external``.
+    - Updates read the item first (attendees, to plan invitations), then write only the synced fields
+      that differ with ``ConflictResolution=NeverOverwrite`` and the planned ChangeKey, so an item
+      edited since extract fails with ``changed_since_extract: ErrorIrresolvableConflict: ...`` (the
+      next run re-plans it). Existing attendees keep their Attendee entries (responses); optional ones
+      stay optional. Every per-item error stays on its own delta (see ``_per_item``).
+    - Deletes move the item to Deleted Items (recoverable); an item already gone counts as applied.
+      DeleteItem has no conflict check, so a ChangeKey that moved since extract fails the delete
+      (``changed_since_extract``) before it is sent.
+    - Throttling: exchangelib's retry policy waits BackOffMilliseconds and retries, with the waits of
+      one request bounded by ``max_wait_s`` in total (``BoundedRetry``). Past that (or on a dropped
+      connection / 5xx) the connector stops calling Exchange: the deltas not yet written come back
+      failed with ``retriable=True`` (nothing is lost; a replay writes them, using ``find_by_key`` for
+      creates whose reply was lost).
+    - HTTP 401 raises ``FatalError`` naming the service account; writes made before it are on the
+      error's ``outcomes`` frame so they can still be recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import polars as pl
+from exchangelib import (
+    DELEGATE,
+    IMPERSONATION,
+    Account,
+    CalendarItem,
+    Configuration,
+    Credentials,
+    EWSDate,
+    EWSDateTime,
+    EWSTimeZone,
+    Version,
+)
+from exchangelib import errors as ews
+from exchangelib.items import (
+    ALL_OCCURRENCES,
+    ID_ONLY,
+    SAVE_ONLY,
+    MOVE_TO_DELETED_ITEMS,
+    NEVER_OVERWRITE,
+    SEND_TO_ALL_AND_SAVE_COPY,
+    SEND_TO_CHANGED_AND_SAVE_COPY,
+    SEND_TO_NONE,
+)
+from exchangelib.properties import Attendee, Body, HTMLBody, Mailbox
+from exchangelib.protocol import FaultTolerance, Protocol
+from exchangelib.services import CreateItem, DeleteItem, GetItem, UpdateItem
+from exchangelib.transport import BASIC, NTLM, OAUTH2
+from exchangelib.version import EXCHANGE_2016
+
+from connectors.errors import FatalError, RetriableError
+from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform
+
+log = logging.getLogger(__name__)
+
+UTC = dt.timezone.utc
+AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth2": OAUTH2}
+ACCESS_TYPES = {"impersonation": IMPERSONATION, "delegate": DELEGATE}
+
+# What extract asks for. FindItem cannot return body or attendees, so exchangelib follows up with
+# GetItem in chunks; the time zone fields are needed because exchangelib turns all-day start/end into
+# dates in them (without them it would silently use this machine's zone).
+ITEM_FIELDS = (
+    "subject",
+    "start",
+    "end",
+    "is_all_day",
+    "body",
+    "text_body",
+    "sensitivity",
+    "organizer",
+    "required_attendees",
+    "optional_attendees",
+    "last_modified_time",
+    "uid",
+    "type",
+    "original_start",
+    "recurrence_id",
+    "parent_folder_id",
+    "_start_timezone",
+    "_end_timezone",
+)
+PAGE_SIZE = 500  # CalendarView MaxEntriesReturned; the view is paged by moving its start
+BATCH_SIZE = 100  # items per CreateItem/UpdateItem/DeleteItem/GetItem request
+
+RESPONSES = {"Accept": "accepted", "Decline": "declined", "Tentative": "tentative"}
+PRIVATE_SENSITIVITIES = {"Private", "Confidential"}
+# Per-item response codes that say "try again later", not "this item is wrong".
+RETRIABLE_CODES = {
+    "ErrorServerBusy",
+    "ErrorTimeoutExpired",
+    "ErrorInternalServerTransientError",
+    "ErrorMailboxStoreUnavailable",
+    "ErrorConnectionFailedTransientError",
+    "ErrorMailboxMoveInProgress",
+}
+# Whole-request errors about the service account's right to reach a mailbox.
+MAILBOX_ACCESS_CODES = {
+    "ErrorImpersonateUserDenied",
+    "ErrorImpersonationDenied",
+    "ErrorImpersonationFailed",
+    "ErrorNonExistentMailbox",
+    "ErrorAccessDenied",
+}
+
+
+# --------------------------------------------------------------------------- pure shaping
+
+
+class ItemProblem(ValueError):
+    """An item that cannot become a canonical row; ``str()`` is the reason code and detail."""
+
+
+def _aware_utc(value: dt.datetime) -> dt.datetime:
+    """A plain ``datetime`` in UTC from an aware (EWS)datetime."""
+    if value.tzinfo is None:
+        raise ItemProblem("naive_datetime: a start or end without a time zone")
+    plain = dt.datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
+        tzinfo=value.tzinfo,
+    )
+    return plain.astimezone(UTC)
+
+
+def _midnight_utc(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _as_date(value: Any, tz: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(tz).date() if tz is not None else value.date()
+    return dt.date(value.year, value.month, value.day)
+
+
+def response_of(response_type: str | None) -> str:
+    """EWS ResponseType -> the canonical response (accepted/declined/tentative/none)."""
+    return RESPONSES.get(response_type or "", "none")
+
+
+def _email(mailbox: Any) -> str | None:
+    address = getattr(mailbox, "email_address", None)
+    return address.strip().lower() if address else None
+
+
+def attendee_email(attendee: Any) -> str | None:
+    return _email(getattr(attendee, "mailbox", None))
+
+
+def invitees_of(item: Any, organizer: str | None) -> list[dict]:
+    """Required + optional attendees other than the organizer (first occurrence of an address wins)."""
+    out: list[dict] = []
+    seen: set[str] = set()
+    for att in list(item.required_attendees or []) + list(item.optional_attendees or []):
+        email = attendee_email(att)
+        if email is not None and (email == organizer or email in seen):
+            continue
+        if email is not None:
+            seen.add(email)
+        out.append(
+            {"email": email, "response": response_of(att.response_type), "record_id": None, "record_type": "none"}
+        )
+    return out
+
+
+def text_of(item: Any) -> str:
+    """The item's body as plain text, with line ends normalised and trailing whitespace dropped
+    (Exchange appends a line break to bodies it stores; it must not count as an edit)."""
+    text = getattr(item, "text_body", None)
+    if text is None:
+        body = item.body
+        if body is None:
+            text = ""
+        elif isinstance(body, HTMLBody):
+            text = re.sub(r"<[^>]+>", "", re.sub(r"(?i)<br\s*/?>|</p>", "\n", str(body)))
+        else:
+            text = str(body)
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
+
+
+def meeting_uid_of(item: Any) -> str | None:
+    """The UID; an occurrence of a series gets ``uid/original-start`` so occurrences stay distinct."""
+    uid = item.uid
+    if not uid:
+        return None
+    if item.type in ("Occurrence", "Exception"):
+        original = item.original_start or item.recurrence_id or item.start
+        if isinstance(original, dt.datetime):
+            return f"{uid}/{_aware_utc(original).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        if original is not None:
+            return f"{uid}/{_as_date(original, None).isoformat()}"
+    return uid
+
+
+def item_to_row(item: Any, *, user_key: str, mailbox: str) -> dict:
+    """One exchangelib ``CalendarItem`` -> one ``EVENT_SCHEMA`` row (a dict). Raises ``ItemProblem``."""
+    if item.start is None:
+        raise ItemProblem("no_start: the item has no start")
+    if item.end is None:
+        raise ItemProblem("no_end: the item has no end")
+    if item.is_all_day:
+        start_tz, end_tz = item._start_timezone, item._end_timezone or item._start_timezone
+        if start_tz is None:
+            raise ItemProblem("unknown_time_zone: an all-day item whose time zone Exchange names but we cannot map")
+        # exchangelib hands all-day items back as dates in their zone with an INCLUSIVE end date
+        # (it subtracts a day from EWS's exclusive end); the canonical frame wants the exclusive end.
+        first = _as_date(item.start, start_tz)
+        last = _as_date(item.end, end_tz)
+        start, end = _midnight_utc(first), _midnight_utc(last + dt.timedelta(days=1))
+    else:
+        start, end = _aware_utc(item.start), _aware_utc(item.end)
+    organizer = _email(item.organizer)
+    return {
+        "side": "email",
+        "user_key": user_key.lower(),
+        "native_id": item.id,
+        "version": item.changekey,
+        "subject": item.subject or "",
+        "start": start,
+        "end": end,
+        "is_all_day": bool(item.is_all_day),
+        "description": text_of(item),
+        "is_private": item.sensitivity in PRIVATE_SENSITIVITIES,
+        "organizer_email": organizer,
+        "last_modified": _aware_utc(item.last_modified_time) if item.last_modified_time else None,
+        "invitees": invitees_of(item, organizer),
+        "is_child": False,
+        "meeting_uid": meeting_uid_of(item),
+        "mailbox": mailbox.lower(),
+    }
+
+
+def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
+    if not rows:
+        return conform(pl.DataFrame(schema=EVENT_SCHEMA), EVENT_SCHEMA)
+    return conform(pl.DataFrame(rows, schema=EVENT_SCHEMA), EVENT_SCHEMA)
+
+
+def overlaps(row: dict, window_start: dt.datetime, window_end: dt.datetime) -> bool:
+    """C1 on canonical values: start < window end and end > window start."""
+    return row["start"] < window_end and row["end"] > window_start
+
+
+def normalise_subject(subject: str | None) -> str:
+    """C3: surrounding whitespace stripped, inner runs collapsed, case kept."""
+    return re.sub(r"\s+", " ", (subject or "").strip())
+
+
+def ews_start_end(
+    start: dt.datetime, end: dt.datetime, is_all_day: bool, tz: EWSTimeZone
+) -> tuple[Any, Any]:
+    """Canonical start/end -> what exchangelib writes. All-day: dates, and the END IS INCLUSIVE because
+    exchangelib adds a day when it turns the end date into the midnight EWS wants. Timed: instants in
+    the mailbox's zone (so the meeting carries the mailbox's time zone)."""
+    if is_all_day:
+        first = start.astimezone(UTC).date()
+        last = end.astimezone(UTC).date() - dt.timedelta(days=1)
+        if last < first:
+            raise ValueError("end_before_start: an all-day event must end at least a day after it starts")
+        return EWSDate.from_date(first), EWSDate.from_date(last)
+    if end < start:
+        raise ValueError("end_before_start: the event ends before it starts")
+    return (
+        EWSDateTime.from_datetime(start.astimezone(UTC)).astimezone(tz),
+        EWSDateTime.from_datetime(end.astimezone(UTC)).astimezone(tz),
+    )
+
+
+def _attendee(email: str, existing: Mapping[str, Any]) -> Any:
+    # Reuse the item's own Attendee (response kept); the server owns ResponseType anyway.
+    return existing.get(email) or Attendee(mailbox=Mailbox(email_address=email), response_type="Unknown")
+
+
+def attendee_lists(
+    emails: Sequence[str], existing_required: Sequence[Any] = (), existing_optional: Sequence[Any] = ()
+) -> tuple[list[Any], list[Any]]:
+    """(required, optional) Attendee lists for ``emails``: existing optional attendees stay optional,
+    existing attendees keep their objects (and so their responses), new ones are required."""
+    req = {attendee_email(a): a for a in existing_required if attendee_email(a)}
+    opt = {attendee_email(a): a for a in existing_optional if attendee_email(a)}
+    required = [_attendee(e, req) for e in emails if e not in opt]
+    optional = [opt[e] for e in emails if e in opt]
+    return required, optional
+
+
+def delta_emails(invitees: Iterable[Mapping[str, Any]] | None, exclude: str) -> list[str]:
+    """Invitee emails of a delta, lower-case, de-duplicated, without the organizer/mailbox itself."""
+    out: list[str] = []
+    for inv in invitees or []:
+        email = (inv.get("email") or "").strip().lower()
+        if email and email != exclude and email not in out:
+            out.append(email)
+    return out
+
+
+def internal_emails(
+    invitees: Iterable[Mapping[str, Any]] | None, internal: Iterable[str], item: Any = None
+) -> set[str]:
+    """Attendees with a mailbox in the organisation: synced Users (record_type user), addresses listed in
+    ``internal``, and attendees the server itself resolved to a mailbox (MailboxType "Mailbox") on ``item``."""
+    out = {e.lower() for e in internal}
+    for inv in invitees or []:
+        if inv.get("record_type") == "user" and inv.get("email"):
+            out.add(inv["email"].strip().lower())
+    if item is not None:
+        for att in list(item.required_attendees or []) + list(item.optional_attendees or []):
+            if getattr(att.mailbox, "mailbox_type", None) == "Mailbox" and attendee_email(att):
+                out.add(attendee_email(att))
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One write of a planned sequence. ``attendees`` None = leave the attendee lists alone."""
+
+    attendees: tuple[str, ...] | None
+    content: bool  # write the synced content fields in this step
+    send: str  # SendMeetingInvitations(OrCancellations)
+
+
+def plan_create(emails: Sequence[str], internal: set[str], send_external: bool) -> list[Step]:
+    """C20 on create. EWS sends to all attendees or to none, so when internal and external attendees
+    are mixed (and externals may not be mailed): create with the internal ones only and send, then add
+    the externals silently."""
+    ints = tuple(e for e in emails if e in internal)
+    exts = tuple(e for e in emails if e not in internal)
+    if not emails:
+        return [Step((), True, SEND_TO_NONE)]
+    if send_external:
+        return [Step(tuple(emails), True, SEND_TO_ALL_AND_SAVE_COPY)]
+    if not ints:
+        return [Step(tuple(emails), True, SEND_TO_NONE)]
+    if not exts:
+        return [Step(tuple(emails), True, SEND_TO_ALL_AND_SAVE_COPY)]
+    return [Step(ints, True, SEND_TO_ALL_AND_SAVE_COPY), Step(tuple(emails), False, SEND_TO_NONE)]
+
+
+def plan_update(
+    current: Sequence[str],
+    new: Sequence[str] | None,
+    internal: set[str],
+    send_external: bool,
+    content_changed: bool,
+) -> list[Step]:
+    """C20 on update. Internal attendees must get the change (their calendar copies follow); external
+    ones get nothing unless the user opted in. With both present: drop the externals silently, send the
+    change to the internal ones, put the externals back silently."""
+    target = list(current) if new is None else list(new)
+    changed = new is not None and set(new) != set(current)
+    attendees = tuple(target) if changed else None
+    if send_external:
+        if content_changed and target:
+            return [Step(attendees, True, SEND_TO_ALL_AND_SAVE_COPY)]
+        if changed:
+            return [Step(attendees, True, SEND_TO_CHANGED_AND_SAVE_COPY)]
+        return [Step(attendees, True, SEND_TO_NONE)]
+    cur_int = [e for e in current if e in internal]
+    cur_ext = [e for e in current if e not in internal]
+    new_int = [e for e in target if e in internal]
+    new_ext = [e for e in target if e not in internal]
+    internal_changed = set(cur_int) != set(new_int)
+    if not ((content_changed and new_int) or internal_changed):
+        return [Step(attendees, True, SEND_TO_NONE)]
+    steps: list[Step] = []
+    if cur_ext:
+        steps.append(Step(tuple(cur_int), False, SEND_TO_NONE))
+    mode = SEND_TO_ALL_AND_SAVE_COPY if content_changed else SEND_TO_CHANGED_AND_SAVE_COPY
+    steps.append(Step(tuple(new_int), True, mode))
+    if new_ext:
+        steps.append(Step(tuple(target), False, SEND_TO_NONE))
+    return steps
+
+
+def plan_delete_send(current: Sequence[str], internal: set[str], send_external: bool, is_organizer: bool) -> tuple[bool, str]:
+    """(drop externals first?, SendMeetingCancellations) for deleting a meeting. Internal attendees get
+    the cancellation so the meeting leaves their calendars; externals only when the user opted in."""
+    if not is_organizer or not current:
+        return False, SEND_TO_NONE
+    ints = [e for e in current if e in internal]
+    exts = [e for e in current if e not in internal]
+    if send_external:
+        return False, SEND_TO_ALL_AND_SAVE_COPY
+    if not ints:
+        return False, SEND_TO_NONE
+    return bool(exts), SEND_TO_ALL_AND_SAVE_COPY
+
+
+def error_text(exc: BaseException) -> str:
+    """``ErrorCode: message`` for an exchangelib error (never carries credentials)."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def is_retriable(exc: BaseException) -> bool:
+    if type(exc).__name__ in RETRIABLE_CODES:
+        return True
+    if isinstance(exc, (ews.RateLimitError, ews.ErrorServerBusy, ews.ErrorTimeoutExpired)):
+        return True
+    if isinstance(exc, (ews.ResponseMessageError, ews.UnauthorizedError, ews.CASError)):
+        return False
+    if isinstance(exc, ews.TransportError) and not isinstance(exc, (ews.SOAPError, ews.MalformedResponseError)):
+        return True
+    import requests  # noqa: PLC0415 - only to classify connection errors
+
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
+
+
+# --------------------------------------------------------------------------- per-item errors
+
+# exchangelib returns only a short list of per-item errors (ErrorItemNotFound, ...) as exception
+# instances and RAISES any other one -- ErrorIrresolvableConflict included -- which ends the whole bulk
+# call and hides what happened to the other items of the request (the server did write them). These
+# variants hand every per-item error back in place; only version negotiation errors still raise.
+_NEGOTIATION_ERRORS = (
+    ews.ErrorInvalidServerVersion,
+    ews.ErrorIncorrectSchemaVersion,
+    ews.ErrorInvalidRequest,
+    ews.ErrorInvalidSchemaVersionForMailboxVersion,
+)
+
+
+def _per_item(service_cls: type) -> type:
+    class PerItem(service_cls):  # type: ignore[valid-type, misc]
+        def _get_element_container(self, message, name=None):  # noqa: ANN001, ANN202
+            try:
+                return super()._get_element_container(message=message, name=name)
+            except _NEGOTIATION_ERRORS:
+                raise
+            except ews.ResponseMessageError as exc:
+                return exc
+
+    PerItem.__name__ = PerItem.__qualname__ = f"PerItem{service_cls.__name__}"
+    return PerItem
+
+
+_CREATE, _UPDATE, _DELETE, _GET = (_per_item(c) for c in (CreateItem, UpdateItem, DeleteItem, GetItem))
+
+
+def _call(account: Account, service_cls: type, items: list, chunk_size: int, **kwargs: Any) -> list:
+    """Run a bulk item service; the result list lines up with ``items`` (objects or exceptions)."""
+    if not items:
+        return []
+    return list(account._consume_item_service(service_cls=service_cls, items=items, chunk_size=chunk_size, kwargs=kwargs))
+
+
+def _get_items(account: Account, ids: list[tuple[str, str | None]], fields: Sequence[str], chunk_size: int) -> list:
+    """GetItem for ``ids`` with ``fields`` (what ``Account.fetch`` does, keeping every per-item error)."""
+    folder = account.calendar
+    additional = {f for f in folder.normalize_fields(fields=list(fields)) if not f.field.is_attribute}
+    return _call(account, _GET, ids, chunk_size, additional_fields=additional, shape=ID_ONLY)
+
+
+# --------------------------------------------------------------------------- retry policy
+
+
+class BoundedRetry(FaultTolerance):
+    """exchangelib's fault tolerance (honours BackOffMilliseconds), with two changes:
+
+    - HTTP 401 is a login failure, never "throttling" (plain FaultTolerance retries it for max_wait);
+    - the waits for one request add up to at most ``max_wait`` seconds (plain FaultTolerance only
+      bounds each single wait, so a server that keeps asking for short back-offs is retried forever).
+    """
+
+    def __init__(self, max_wait: float = 60) -> None:
+        super().__init__(max_wait=max_wait)
+        self._waited = 0.0
+
+    def raise_response_errors(self, response):  # noqa: ANN001 - exchangelib's signature
+        if response.status_code == 401:
+            raise ews.UnauthorizedError(f"HTTP 401 from {response.url}")
+        if response.status_code == 200:
+            self._waited = 0.0
+        return super().raise_response_errors(response)
+
+    def back_off(self, seconds):  # noqa: ANN001
+        seconds = self.DEFAULT_BACKOFF if seconds is None else seconds
+        if self._waited + seconds > self.max_wait:
+            self._waited = 0.0
+            raise ews.RateLimitError("Exchange asked to back off longer than max_wait_s allows", wait=seconds)
+        self._waited += seconds
+        super().back_off(seconds)
+
+
+# --------------------------------------------------------------------------- connector
+
+
+@dataclass
+class _Pending:
+    """A delta on its way through a write sequence."""
+
+    delta: dict
+    steps: list[Step] = field(default_factory=list)
+    item_id: str | None = None
+    changekey: str | None = None
+    existing_required: list = field(default_factory=list)
+    existing_optional: list = field(default_factory=list)
+    done: bool = False
+
+
+class ExchangeConnector:
+    """Reads mailbox calendars into ``EVENT_SCHEMA`` frames and writes ``DELTA_SCHEMA`` rows back.
+
+    ``time_zones`` maps a mailbox to its IANA time zone (default ``default_time_zone``); it decides the
+    dates of all-day events written there and the zone new meetings carry.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        username: str,
+        password: str,
+        *,
+        auth_type: str = "basic",
+        access_type: str = "impersonation",
+        max_wait_s: float = 60,
+        time_zones: Mapping[str, str] | None = None,
+        default_time_zone: str = "UTC",
+        batch_size: int = BATCH_SIZE,
+        page_size: int = PAGE_SIZE,
+        credentials: Any = None,
+    ) -> None:
+        if auth_type not in AUTH_TYPES:
+            raise FatalError(f"exchange auth_type {auth_type!r} is not one of {', '.join(AUTH_TYPES)}")
+        if access_type not in ACCESS_TYPES:
+            raise FatalError(f"exchange access_type {access_type!r} is not one of {', '.join(ACCESS_TYPES)}")
+        self.endpoint = endpoint
+        self.username = username
+        self.max_wait_s = max_wait_s
+        self.time_zones = {k.lower(): v for k, v in (time_zones or {}).items()}
+        self.default_time_zone = default_time_zone
+        self.batch_size = batch_size
+        self.page_size = page_size
+        self._access_type = ACCESS_TYPES[access_type]
+        self._config = Configuration(
+            service_endpoint=endpoint,
+            credentials=credentials or Credentials(username=username, password=password),
+            auth_type=AUTH_TYPES[auth_type],
+            version=Version(build=EXCHANGE_2016),
+            retry_policy=BoundedRetry(max_wait=max_wait_s),
+        )
+        self._account: Account | None = None
+        self._calendar_ids: dict[str, str] = {}
+        self.last_problems: list[tuple[str, str | None, str]] = []
+
+    # ---------------------------------------------------------------- connection
+
+    def _tz(self, mailbox: str) -> EWSTimeZone:
+        return EWSTimeZone(self.time_zones.get(mailbox.lower(), self.default_time_zone))
+
+    def account(self, mailbox: str) -> Account:
+        """The Account for ``mailbox``; switching mailbox drops the previous one (R15)."""
+        if self._account is not None and self._account.primary_smtp_address.lower() == mailbox.lower():
+            return self._account
+        self._account = Account(
+            primary_smtp_address=mailbox,
+            config=self._config,
+            autodiscover=False,
+            access_type=self._access_type,
+            default_timezone=self._tz(mailbox),
+        )
+        return self._account
+
+    def close(self) -> None:
+        """Close this connector's HTTP sessions and forget exchangelib's cached protocol for them."""
+        self._account = None
+        self._calendar_ids.clear()
+        try:
+            protocol, _ = Protocol._protocol_cache.pop(Protocol._cache_key(self._config))
+        except KeyError:
+            return
+        if not isinstance(protocol, Exception):
+            protocol.close()
+
+    def __enter__(self) -> "ExchangeConnector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raise_fatal_or_retriable(self, exc: BaseException, mailbox: str) -> None:
+        """Turn a whole-request failure into calsync's errors (never echoing the password)."""
+        if isinstance(exc, ews.UnauthorizedError):
+            raise FatalError(
+                f"Exchange at {self.endpoint} rejected the service account {self.username!r} (HTTP 401): "
+                "check its credentials and its ApplicationImpersonation rights"
+            ) from None
+        code = type(exc).__name__
+        if code in MAILBOX_ACCESS_CODES:
+            raise FatalError(
+                f"the service account {self.username!r} cannot open mailbox {mailbox} ({code}): check that the "
+                "mailbox exists and that the account holds the ApplicationImpersonation role for it"
+            ) from None
+        if is_retriable(exc):
+            raise RetriableError(f"Exchange is unavailable for {mailbox}: {error_text(exc)}") from exc
+
+    # ---------------------------------------------------------------- extract
+
+    def extract(
+        self,
+        mailboxes: Mapping[str, str],
+        window_start: dt.datetime,
+        window_end: dt.datetime,
+        confirm_ids: Mapping[str, list[str]] | None = None,
+    ) -> pl.DataFrame:
+        """Events of every mailbox in the window (C1 overlap), plus the ``confirm_ids`` still present.
+
+        ``mailboxes`` maps user_key -> mailbox address; ``confirm_ids`` maps user_key -> item ids of
+        paired events to look up by id when the view did not return them (gone = left out).
+        Items that cannot be read are skipped and listed in ``self.last_problems``.
+        """
+        self.last_problems = []
+        rows: list[dict] = []
+        for user_key, mailbox in mailboxes.items():
+            try:
+                rows.extend(
+                    self._extract_mailbox(user_key, mailbox, window_start, window_end, (confirm_ids or {}).get(user_key, []))
+                )
+            except (FatalError, RetriableError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below
+                self._raise_fatal_or_retriable(exc, mailbox)
+                raise
+        return rows_to_frame(rows)
+
+    def _extract_mailbox(
+        self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime, confirm: list[str]
+    ) -> list[dict]:
+        account = self.account(mailbox)
+        # A day of slack either side: all-day items are judged on their dates (C1), not on the instants
+        # the view compares, and the overlap is checked again on the canonical values.
+        view_start = window_start - dt.timedelta(days=1)
+        view_end = window_end + dt.timedelta(days=1)
+        ids = self._view_ids(account, view_start, view_end, user_key)
+        rows: list[dict] = []
+        seen: set[str] = set()
+        for item in self._fetch(account, list(ids.items())):
+            row = self._shape(item, user_key, mailbox)
+            if row is None:
+                continue
+            seen.add(row["native_id"])
+            if overlaps(row, window_start, window_end):
+                rows.append(row)
+        missing = [i for i in dict.fromkeys(confirm) if i not in seen]
+        if missing:
+            rows.extend(self._confirm(account, user_key, mailbox, missing))
+        return rows
+
+    def _view_ids(self, account: Account, start: dt.datetime, end: dt.datetime, who: str = "") -> dict[str, str]:
+        """Item id -> ChangeKey of everything the calendar view returns, page by page.
+
+        CalendarView has no offset: when a page comes back full, ask again from the latest start seen.
+        """
+        ids: dict[str, str] = {}
+        cursor = EWSDateTime.from_datetime(start.astimezone(UTC))
+        end_ews = EWSDateTime.from_datetime(end.astimezone(UTC))
+        while True:
+            qs = account.calendar.view(start=cursor, end=end_ews, max_items=self.page_size).only("start")
+            qs.max_items = self.page_size
+            page = [i for i in qs if not isinstance(i, Exception)]
+            new = 0
+            for item in page:
+                if item.id not in ids:
+                    ids[item.id] = item.changekey
+                    new += 1
+            if len(page) < self.page_size:
+                return ids
+            starts = [i.start for i in page if isinstance(i.start, dt.datetime)]
+            latest = max(starts) if starts else None
+            if latest is None or latest <= cursor or new == 0:
+                # More items than a page share one instant: nothing more can be reached this way.
+                self.last_problems.append(
+                    (who or account.primary_smtp_address, None, f"view_truncated: more than {self.page_size} items at {cursor}")
+                )
+                return ids
+            cursor = EWSDateTime.from_datetime(_aware_utc(latest))
+
+    def _fetch(self, account: Account, ids: list[tuple[str, str]]) -> Iterable[Any]:
+        if not ids:
+            return []
+        return _get_items(account, ids, ITEM_FIELDS, self.batch_size)
+
+    def _shape(self, item: Any, user_key: str, mailbox: str) -> dict | None:
+        if isinstance(item, Exception):
+            self.last_problems.append((user_key, None, f"unreadable: {error_text(item)}"))
+            log.warning("skipped an unreadable item of %s: %s", user_key, error_text(item))
+            return None
+        if not isinstance(item, CalendarItem):
+            return None
+        try:
+            return item_to_row(item, user_key=user_key, mailbox=mailbox)
+        except (ItemProblem, ValueError, TypeError, AttributeError) as exc:
+            self.last_problems.append((user_key, item.id, str(exc)))
+            log.warning("skipped item %s of %s: %s", item.id, user_key, exc)
+            return None
+
+    def _calendar_id(self, account: Account) -> str | None:
+        key = account.primary_smtp_address.lower()
+        if key not in self._calendar_ids:
+            self._calendar_ids[key] = account.calendar.id
+        return self._calendar_ids[key]
+
+    def _confirm(self, account: Account, user_key: str, mailbox: str, item_ids: list[str]) -> list[dict]:
+        """Fetch paired items by id. Not found, or moved out of the calendar (Deleted Items), is gone."""
+        rows: list[dict] = []
+        results = _get_items(account, [(i, None) for i in item_ids], ITEM_FIELDS, self.batch_size)
+        calendar_id = None
+        for item_id, item in zip(item_ids, results):
+            if isinstance(item, ews.ErrorItemNotFound):
+                continue
+            if isinstance(item, Exception):
+                self.last_problems.append((user_key, item_id, f"unconfirmed: {error_text(item)}"))
+                continue
+            parent = getattr(item.parent_folder_id, "id", None)
+            if parent is not None:
+                calendar_id = calendar_id or self._calendar_id(account)
+                if calendar_id is not None and parent != calendar_id:
+                    continue  # soft-deleted: sitting in Deleted Items
+            row = self._shape(item, user_key, mailbox)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    # ---------------------------------------------------------------- find_by_key
+
+    def find_by_key(
+        self, mailbox: str, subject: str, start: dt.datetime, end: dt.datetime, is_all_day: bool
+    ) -> list[str]:
+        """Ids of items in ``mailbox`` with this key (C3): replay uses it so that a create which reached
+        the server but was never recorded is not made twice."""
+        try:
+            account = self.account(mailbox)
+            ids = self._view_ids(account, start - dt.timedelta(days=1), end + dt.timedelta(days=1))
+            wanted = normalise_subject(subject)
+            start_u, end_u = start.astimezone(UTC), end.astimezone(UTC)
+            out = []
+            for item in self._fetch(account, list(ids.items())):
+                row = self._shape(item, mailbox, mailbox)
+                if (
+                    row is not None
+                    and row["is_all_day"] == bool(is_all_day)
+                    and row["start"] == start_u
+                    and row["end"] == end_u
+                    and normalise_subject(row["subject"]) == wanted
+                ):
+                    out.append(row["native_id"])
+            return out
+        except (FatalError, RetriableError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._raise_fatal_or_retriable(exc, mailbox)
+            raise
+
+    # ---------------------------------------------------------------- apply
+
+    def apply(
+        self,
+        deltas: pl.DataFrame,
+        internal: Iterable[str] = frozenset(),
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        send_external: Iterable[str] = frozenset(),
+        directory_emails: Iterable[str] | None = None,
+    ) -> pl.DataFrame:
+        """Write ``deltas`` (``target_side == "email"``) and return exactly one outcome row per delta.
+
+        ``internal``: addresses with a mailbox in this organisation (besides invitees of record_type
+        user) — they receive the meeting (C20). ``send_external``: mailboxes whose user opted in to
+        invitations for external attendees. ``directory_emails``: addresses Salesforce can represent;
+        when given, attendees on an updated item outside it are kept (C11), otherwise the delta's
+        invitees are the complete attendee list.
+        """
+        internal_set = {e.lower() for e in internal}
+        opted_in = {m.lower() for m in send_external}
+        directory = None if directory_emails is None else {e.lower() for e in directory_emails}
+        records = deltas.to_dicts()
+        total = len(records)
+        outcomes: dict[str, dict] = {}
+        stop: str | None = None  # set once Exchange stays unavailable: the rest fails retriable
+
+        def record(delta: dict, status: str, error: str | None = None, *, retriable: bool = False,
+                   new_id: str | None = None, new_version: str | None = None) -> None:
+            outcomes[delta["delta_id"]] = {
+                "delta_id": delta["delta_id"],
+                "status": status,
+                "error": error,
+                "retriable": retriable,
+                "new_id": new_id if new_id is not None else delta.get("target_id"),
+                "new_version": new_version,
+            }
+
+        groups: dict[str, list[dict]] = {}
+        for delta in records:
+            if delta.get("target_side") != "email":
+                record(delta, "skipped", "wrong_side: not an email delta")
+            elif delta["op"] in ("pair", "unpair"):
+                record(delta, "applied")
+            elif not delta.get("mailbox"):
+                record(delta, "failed", "no_mailbox: the delta names no mailbox")
+            else:
+                groups.setdefault(delta["mailbox"].lower(), []).append(delta)
+        if progress and outcomes:
+            progress(len(outcomes), total)
+
+        for mailbox, group in groups.items():
+            send_ext = mailbox in opted_in
+            for op in ("delete", "update", "create"):
+                todo = [d for d in group if d["op"] == op]
+                for i in range(0, len(todo), self.batch_size):
+                    batch = todo[i : i + self.batch_size]
+                    if stop is None:
+                        try:
+                            account = self.account(mailbox)
+                            writer = {"create": self._create, "update": self._update, "delete": self._delete}[op]
+                            writer(account, mailbox, batch, internal_set, send_ext, directory, record)
+                        except ews.UnauthorizedError as exc:
+                            try:
+                                self._raise_fatal_or_retriable(exc, mailbox)
+                            except FatalError as fatal:
+                                # Writes made before the failure must still be recorded: the frame
+                                # rides on the error, the deltas not written are failed in it.
+                                for d in records:
+                                    if d["delta_id"] not in outcomes:
+                                        record(d, "failed", f"fatal: {fatal}")
+                                fatal.outcomes = self._outcome_frame(records, outcomes)  # type: ignore[attr-defined]
+                                raise
+                        except Exception as exc:  # noqa: BLE001 - whole-request failure, classified
+                            if type(exc).__name__ in MAILBOX_ACCESS_CODES:
+                                for d in batch:
+                                    if d["delta_id"] not in outcomes:
+                                        record(d, "failed", f"mailbox_access: {error_text(exc)}")
+                            elif is_retriable(exc):
+                                stop = error_text(exc)
+                            else:
+                                for d in batch:
+                                    if d["delta_id"] not in outcomes:
+                                        record(d, "failed", error_text(exc))
+                    if stop is not None:
+                        for d in batch:
+                            if d["delta_id"] not in outcomes:
+                                record(d, "failed", f"retriable: {stop}", retriable=True)
+                    if progress:
+                        progress(len(outcomes), total)
+
+        return self._outcome_frame(records, outcomes)
+
+    @staticmethod
+    def _outcome_frame(records: list[dict], outcomes: dict[str, dict]) -> pl.DataFrame:
+        rows = [outcomes[d["delta_id"]] for d in records]
+        if not rows:
+            return conform(pl.DataFrame(schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
+        return conform(pl.DataFrame(rows, schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
+
+    # ---------------------------------------------------------------- writers
+
+    def _content(self, account: Account, delta: dict) -> dict[str, Any]:
+        tz = account.default_timezone
+        start, end = ews_start_end(delta["start"], delta["end"], bool(delta["is_all_day"]), tz)
+        return {
+            "subject": delta.get("subject") or "",
+            "start": start,
+            "end": end,
+            "is_all_day": bool(delta["is_all_day"]),
+            "body": Body(delta.get("description") or ""),
+            "sensitivity": "Private" if delta.get("is_private") else "Normal",
+        }
+
+    def _item(self, account: Account, step: Step, p: _Pending, content: dict[str, Any] | None) -> tuple[CalendarItem, list[str]]:
+        fields: dict[str, Any] = {}
+        names: list[str] = []
+        if content is not None:
+            fields.update(content)
+            names.extend(content)
+        if step.attendees is not None:
+            req, opt = attendee_lists(step.attendees, p.existing_required, p.existing_optional)
+            fields["required_attendees"] = req or None
+            fields["optional_attendees"] = opt or None
+            names.extend(["required_attendees", "optional_attendees"])
+        item = CalendarItem(account=account, folder=account.calendar, id=p.item_id, changekey=p.changekey, **fields)
+        return item, names
+
+    def _run_updates(self, account: Account, pending: list[_Pending], step_index: int,
+                     contents: dict[str, dict[str, Any]], on_error: Callable[[_Pending, BaseException], None]) -> None:
+        """Run step ``step_index`` of every pending delta that has one, one UpdateItem per send mode."""
+        by_mode: dict[str, list[tuple[_Pending, CalendarItem, list[str]]]] = {}
+        for p in pending:
+            if p.done or step_index >= len(p.steps):
+                continue
+            step = p.steps[step_index]
+            content = contents.get(p.delta["delta_id"]) if step.content else None
+            item, names = self._item(account, step, p, content)
+            if not names:
+                continue
+            by_mode.setdefault(step.send, []).append((p, item, names))
+        for mode, entries in by_mode.items():
+            results = _call(
+                account, _UPDATE, [(item, names) for _, item, names in entries], self.batch_size,
+                conflict_resolution=NEVER_OVERWRITE, message_disposition=SAVE_ONLY,
+                send_meeting_invitations_or_cancellations=mode, suppress_read_receipts=True,
+            )
+            for (p, _, _), result in zip(entries, results):
+                if isinstance(result, Exception):
+                    on_error(p, result)
+                else:
+                    p.item_id, p.changekey = result
+
+    def _create(self, account, mailbox, batch, internal, send_ext, directory, record) -> None:
+        pending: list[_Pending] = []
+        contents: dict[str, dict[str, Any]] = {}
+        by_mode: dict[str, list[tuple[_Pending, CalendarItem]]] = {}
+        for delta in batch:
+            try:
+                content = self._content(account, delta)
+            except (ValueError, TypeError) as exc:
+                record(delta, "failed", f"bad_payload: {exc}")  # never sent: it would fail the whole request
+                continue
+            emails = delta_emails(delta.get("invitees"), mailbox)
+            p = _Pending(delta, plan_create(emails, internal_emails(delta.get("invitees"), internal), send_ext))
+            contents[delta["delta_id"]] = content
+            item, _ = self._item(account, p.steps[0], p, content)
+            by_mode.setdefault(p.steps[0].send, []).append((p, item))
+            pending.append(p)
+        for mode, entries in by_mode.items():
+            results = _call(
+                account, _CREATE, [item for _, item in entries], self.batch_size,
+                folder=account.calendar, message_disposition=SAVE_ONLY, send_meeting_invitations=mode,
+            )
+            for (p, _), result in zip(entries, results):
+                if isinstance(result, Exception):
+                    p.done = True
+                    record(p.delta, "failed", error_text(result), retriable=is_retriable(result), new_id=None)
+                else:
+                    p.item_id, p.changekey = result.id, result.changekey
+        created = [p for p in pending if not p.done]
+
+        def partial(p: _Pending, exc: BaseException) -> None:
+            # The meeting exists (and reached the internal attendees): record it as applied so it is
+            # paired, never created twice; the next run sees the missing attendees and updates them.
+            p.done = True
+            record(p.delta, "applied", f"partial: external attendees not added: {error_text(exc)}",
+                   new_id=p.item_id, new_version=p.changekey)
+
+        try:
+            self._run_updates(account, created, 1, contents, partial)
+        except Exception as exc:
+            for p in created:
+                if not p.done:
+                    partial(p, exc)
+            raise
+        for p in created:
+            if not p.done:
+                p.done = True
+                record(p.delta, "applied", new_id=p.item_id, new_version=p.changekey)
+
+    def _current(self, account: Account, batch: list[dict]) -> dict[str, Any]:
+        """The items the batch targets, as the server has them now (id -> item or exception)."""
+        ids = [(d["target_id"], None) for d in batch if d.get("target_id")]
+        if not ids:
+            return {}
+        fields = ["subject", "start", "end", "is_all_day", "body", "text_body", "sensitivity", "organizer",
+                  "required_attendees", "optional_attendees", "_start_timezone", "_end_timezone"]
+        results = _get_items(account, ids, fields, self.batch_size)
+        return {item_id: item for (item_id, _), item in zip(ids, results)}
+
+    def _conflict(self, delta: dict, item: Any) -> str | None:
+        planned = delta.get("target_version")
+        if planned and item.changekey and planned != item.changekey:
+            return "changed_since_extract: the item changed after it was read; the next run re-plans it"
+        return None
+
+    def _update(self, account, mailbox, batch, internal, send_ext, directory, record) -> None:
+        current = self._current(account, batch)
+        pending: list[_Pending] = []
+        contents: dict[str, dict[str, Any]] = {}
+        for delta in batch:
+            item = current.get(delta.get("target_id") or "")
+            if item is None:
+                record(delta, "failed", "no_target: the delta names no target item")
+                continue
+            if isinstance(item, Exception):
+                record(delta, "failed", error_text(item), retriable=is_retriable(item))
+                continue
+            try:
+                content = self._content(account, delta)
+            except (ValueError, TypeError) as exc:
+                record(delta, "failed", f"bad_payload: {exc}")  # never sent: it would fail the whole request
+                continue
+            organizer = _email(item.organizer)
+            cur_emails = [e for e in (attendee_email(a) for a in list(item.required_attendees or []) + list(item.optional_attendees or [])) if e and e != organizer]
+            cur_emails = list(dict.fromkeys(cur_emails))
+            changed_content = self._changed_content(item, delta, content, mailbox)
+            if organizer not in (None, mailbox):
+                # An attendee's copy of someone else's meeting: its attendees are the organizer's to send.
+                new_emails = None
+            elif delta.get("invitees") is None:
+                new_emails = None
+            else:
+                new_emails = delta_emails(delta["invitees"], mailbox)
+                if directory is not None:  # C11: keep attendees Salesforce cannot represent
+                    new_emails += [e for e in cur_emails if e not in directory and e not in new_emails]
+            ints = internal_emails(delta.get("invitees"), internal, item)
+            if organizer not in (None, mailbox):
+                steps = [Step(None, True, SEND_TO_NONE)]
+            else:
+                steps = plan_update(cur_emails, new_emails, ints, send_ext, bool(changed_content))
+            # Write only the synced fields that differ (keeps Exchange's own bookkeeping quiet).
+            contents[delta["delta_id"]] = {k: content[k] for k in changed_content}
+            p = _Pending(delta, steps, item_id=delta["target_id"], changekey=delta.get("target_version") or item.changekey,
+                         existing_required=list(item.required_attendees or []),
+                         existing_optional=list(item.optional_attendees or []))
+            if not changed_content and all(s.attendees is None for s in steps):
+                # Nothing to write (C7) -- unless the item moved on since extract, which the write's
+                # NeverOverwrite would otherwise have caught.
+                if (reason := self._conflict(delta, item)) is not None:
+                    record(delta, "failed", reason)
+                else:
+                    record(delta, "applied", new_version=item.changekey)
+                continue
+            pending.append(p)
+
+        def failed(p: _Pending, exc: BaseException) -> None:
+            p.done = True
+            if isinstance(exc, ews.ErrorIrresolvableConflict):
+                record(p.delta, "failed", f"changed_since_extract: {error_text(exc)}")
+            else:
+                record(p.delta, "failed", error_text(exc), retriable=is_retriable(exc))
+
+        # A whole-request failure part-way leaves the unfinished deltas without an outcome: apply()
+        # records them failed (retriable when Exchange was busy) and the next run re-plans them.
+        for step_index in range(max((len(p.steps) for p in pending), default=0)):
+            self._run_updates(account, pending, step_index, contents, failed)
+        for p in pending:
+            if not p.done:
+                p.done = True
+                record(p.delta, "applied", new_id=p.item_id, new_version=p.changekey)
+
+    def _changed_content(self, item: Any, delta: dict, content: dict[str, Any], mailbox: str) -> list[str]:
+        """Names of the synced content fields whose value differs from the item's."""
+        try:
+            row = item_to_row(item, user_key=mailbox, mailbox=mailbox)
+        except ItemProblem:
+            return list(content)
+        changed = []
+        if row["subject"] != (delta.get("subject") or ""):
+            changed.append("subject")
+        if row["is_all_day"] != bool(delta["is_all_day"]):
+            changed.append("is_all_day")
+        if row["start"] != delta["start"].astimezone(UTC):
+            changed.append("start")
+        if row["end"] != delta["end"].astimezone(UTC):
+            changed.append("end")
+        if row["description"] != (delta.get("description") or "").replace("\r\n", "\n").rstrip():
+            changed.append("body")
+        if row["is_private"] != bool(delta.get("is_private")):
+            changed.append("sensitivity")
+        if {"start", "end", "is_all_day"} & set(changed):
+            # The three travel together: exchangelib shapes all-day dates from the flag on the item.
+            changed = [c for c in changed if c not in ("start", "end", "is_all_day")] + ["start", "end", "is_all_day"]
+        return changed
+
+    def _delete(self, account, mailbox, batch, internal, send_ext, directory, record) -> None:
+        current = self._current(account, batch)
+        by_mode: dict[str, list[_Pending]] = {}
+        strip: list[_Pending] = []
+        for delta in batch:
+            item = current.get(delta.get("target_id") or "")
+            if item is None:
+                record(delta, "failed", "no_target: the delta names no target item")
+                continue
+            if isinstance(item, ews.ErrorItemNotFound):
+                record(delta, "applied", "already_gone: ErrorItemNotFound")
+                continue
+            if isinstance(item, Exception):
+                record(delta, "failed", error_text(item), retriable=is_retriable(item))
+                continue
+            if (reason := self._conflict(delta, item)) is not None:
+                record(delta, "failed", reason)
+                continue
+            organizer = _email(item.organizer)
+            cur = [e for e in (attendee_email(a) for a in list(item.required_attendees or []) + list(item.optional_attendees or [])) if e and e != organizer]
+            ints = internal_emails(delta.get("invitees"), internal, item)
+            drop_ext, mode = plan_delete_send(cur, ints, send_ext, organizer in (None, mailbox))
+            p = _Pending(delta, item_id=delta["target_id"], changekey=item.changekey,
+                         existing_required=list(item.required_attendees or []),
+                         existing_optional=list(item.optional_attendees or []))
+            if drop_ext:
+                p.steps = [Step(tuple(e for e in cur if e in ints), False, SEND_TO_NONE)]
+                strip.append(p)
+            by_mode.setdefault(mode, []).append(p)
+
+        def failed(p: _Pending, exc: BaseException) -> None:
+            p.done = True
+            if isinstance(exc, ews.ErrorItemNotFound):
+                record(p.delta, "applied", "already_gone: ErrorItemNotFound")
+            elif isinstance(exc, ews.ErrorIrresolvableConflict):
+                record(p.delta, "failed", f"changed_since_extract: {error_text(exc)}")
+            else:
+                record(p.delta, "failed", error_text(exc), retriable=is_retriable(exc))
+
+        # External attendees are taken off silently first, so the cancellation reaches only the
+        # internal ones (whose calendars hold a copy).
+        self._run_updates(account, strip, 0, {}, failed)
+        for mode, entries in by_mode.items():
+            entries = [p for p in entries if not p.done]
+            if not entries:
+                continue
+            results = _call(
+                account, _DELETE, [(p.item_id, p.changekey) for p in entries], self.batch_size,
+                delete_type=MOVE_TO_DELETED_ITEMS, send_meeting_cancellations=mode,
+                affected_task_occurrences=ALL_OCCURRENCES, suppress_read_receipts=True,
+            )
+            for p, result in zip(entries, results):
+                if isinstance(result, Exception):
+                    failed(p, result)
+                else:
+                    p.done = True
+                    record(p.delta, "applied", new_id=p.item_id)

@@ -1,0 +1,555 @@
+"""Salesforce connector: Events (with their EventRelations) as canonical frames, deltas as API calls.
+
+Reads go through one paged SOQL query for every synced user at once; writes through sObject
+Collections (``composite/sobjects``, 200 records a call, ``allOrNone`` false), all through
+simple-salesforce. Record shaping lives in ``connectors.salesforce_records`` (pure, unit-tested).
+
+Errors, by what happens next (connectors/errors.py):
+
+- a per-record error (``STRING_TOO_LONG``, ``FIELD_INTEGRITY_EXCEPTION``, ...) fails that delta with
+  ``CODE: message``; the other deltas go on;
+- throttling, 5xx, timeouts, dropped connections: reads raise ``RetriableError``; ``apply`` stops, keeps
+  the outcomes of what it did and marks every delta not done ``failed`` with ``retriable`` true, then
+  *returns* (a replay finishes them; re-running the same ``apply`` would redo the writes already made);
+- the daily API allocation used up raises ``ApiLimitExceeded``, a rejected session ``FatalError``.
+  Raised from ``apply``, the exception carries ``outcomes`` (one row per delta, the rest failed retriable).
+
+Messages never carry the session id or any secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+import requests
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceError, SalesforceMalformedRequest
+from simple_salesforce.format import format_soql
+
+from connectors.errors import ApiLimitExceeded, CalsyncError, FatalError, RetriableError
+from connectors.salesforce_records import (
+    OrgInfo,
+    by_id_soql,
+    chunks,
+    collection_records,
+    error_codes,
+    error_text,
+    event_bounds,
+    event_fields,
+    event_row,
+    is_record_id,
+    org_info_from_describe,
+    overlaps,
+    plan_relations,
+    relations_soql,
+    window_soql,
+)
+from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, conform, empty
+
+__all__ = ["OrgInfo", "SalesforceConnector"]
+
+BATCH = 200  # sObject Collections maximum per call
+IDS_PER_QUERY = 300  # ids in one SOQL IN list: keeps the GET URL well under Salesforce's 16 KB
+EMAILS_PER_QUERY = 200
+# A delete of a record already deleted (recycle bin) or no longer there (purged) counts as applied.
+GONE = {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY"}
+
+Progress = Callable[[int, int], None]
+
+
+class _Stop(Exception):
+    """Internal: a call-level failure that ends ``apply`` (wraps the calsync error)."""
+
+    def __init__(self, error: CalsyncError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class SalesforceConnector:
+    """Reads and writes one Salesforce org's calendar for the synced users."""
+
+    def __init__(self, sf: Salesforce, timeout: float = 60.0) -> None:
+        self._sf = sf
+        self._timeout = timeout
+        self._org: OrgInfo | None = None
+
+    # --- connecting ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_session(
+        cls,
+        instance_url: str,
+        session_id: str,
+        session: requests.Session | None = None,
+        version: str = "59.0",
+        timeout: float = 60.0,
+    ) -> "SalesforceConnector":
+        """Use an existing session (access token); how tests and the demo reach the sandbox."""
+        sf = Salesforce(instance_url=instance_url, session_id=session_id, session=session, version=version)
+        return cls(sf, timeout=timeout)
+
+    @classmethod
+    def from_jwt(
+        cls,
+        username: str,
+        consumer_key: str,
+        private_key: str,
+        domain: str,
+        session: requests.Session | None = None,
+        version: str = "59.0",
+        timeout: float = 60.0,
+    ) -> "SalesforceConnector":
+        """OAuth 2.0 JWT bearer flow (production): ``private_key`` is the PEM text of the app's key."""
+        return cls._login(
+            f"JWT bearer login for {username} at {domain}",
+            dict(username=username, consumer_key=consumer_key, privatekey=private_key, domain=domain),
+            session,
+            version,
+            timeout,
+        )
+
+    @classmethod
+    def from_client_credentials(
+        cls,
+        consumer_key: str,
+        consumer_secret: str,
+        domain: str,
+        session: requests.Session | None = None,
+        version: str = "59.0",
+        timeout: float = 60.0,
+    ) -> "SalesforceConnector":
+        """OAuth 2.0 client credentials flow (production); ``domain`` is ``<mydomain>.my``."""
+        return cls._login(
+            f"client credentials login at {domain}",
+            dict(consumer_key=consumer_key, consumer_secret=consumer_secret, domain=domain),
+            session,
+            version,
+            timeout,
+        )
+
+    @classmethod
+    def _login(
+        cls, what: str, kwargs: dict[str, str], session: requests.Session | None, version: str, timeout: float
+    ) -> "SalesforceConnector":
+        try:
+            sf = Salesforce(session=session, version=version, **kwargs)
+        except SalesforceAuthenticationFailed as exc:
+            raise FatalError(
+                f"Salesforce {what} failed ({exc.code}: {exc.auth_message}); check the connected app, "
+                "its certificate or secret, and that the user is pre-authorized"
+            ) from None
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise RetriableError(f"Salesforce {what}: could not reach the token endpoint ({type(exc).__name__})") from None
+        return cls(sf, timeout=timeout)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def org_info(self) -> OrgInfo:
+        """Shared Activities and required custom Event fields, from ``describe`` (R16, C18)."""
+        event = self._call("describe Event", self._sf.restful, "sobjects/Event/describe")
+        relation = self._call("describe EventRelation", self._sf.restful, "sobjects/EventRelation/describe")
+        self._org = org_info_from_describe(event or {}, relation)
+        return self._org
+
+    def _org_info(self) -> OrgInfo:
+        return self._org if self._org is not None else self.org_info()
+
+    def user_ids(self, emails: Sequence[str]) -> dict[str, str]:
+        """Lower-case email -> Id of the active User with that email (the lowest Id when several)."""
+        found: dict[str, str] = {}
+        wanted = sorted({e.strip().lower() for e in emails if e})
+        for part in chunks(wanted, EMAILS_PER_QUERY):
+            soql = format_soql("SELECT Id, Email FROM User WHERE IsActive = true AND Email IN {emails}", emails=part)
+            for rec in sorted(self._query(soql, "read Users"), key=lambda r: r["Id"]):
+                if rec.get("Email"):
+                    found.setdefault(rec["Email"].lower(), rec["Id"])
+        return found
+
+    def extract(
+        self,
+        users: Mapping[str, str],
+        window_start: datetime,
+        window_end: datetime,
+        confirm_ids: Iterable[str] = (),
+    ) -> pl.DataFrame:
+        """Events of the synced users overlapping the window, plus ``confirm_ids`` wherever they are.
+
+        ``users``: user_key -> User Id. A confirm id that is deleted (or no longer owned by a synced
+        user, or malformed) is left out of the frame: that is how a deletion is confirmed by id (R8).
+        """
+        org = self._org_info()
+        owner_key = {uid: key.lower() for key, uid in users.items()}
+        rows: dict[str, dict[str, Any]] = {}
+        for part in chunks(sorted(owner_key), IDS_PER_QUERY):
+            for rec in self._query(window_soql(part, window_start, window_end, org), "read Events"):
+                row = event_row(rec, owner_key.get(rec.get("OwnerId")))
+                if overlaps(row["start"], row["end"], window_start, window_end):
+                    rows[row["native_id"]] = row
+        # A malformed id cannot name a record (and would fail the whole query): it is gone.
+        missing = sorted({i for i in confirm_ids if is_record_id(i)} - set(rows))
+        for part in chunks(missing, IDS_PER_QUERY):
+            for rec in self._query(by_id_soql(part, org), "confirm Events by id", include_deleted=True):
+                if rec.get("IsDeleted") or rec.get("OwnerId") not in owner_key:
+                    continue
+                row = event_row(rec, owner_key[rec["OwnerId"]])
+                rows[row["native_id"]] = row
+        if not rows:
+            return empty(EVENT_SCHEMA)
+        frame = pl.DataFrame(list(rows.values()), schema=EVENT_SCHEMA, strict=False)
+        return conform(frame, EVENT_SCHEMA).sort("user_key", "start", "native_id")
+
+    def directory(self, emails: Sequence[str]) -> pl.DataFrame:
+        """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive)."""
+        wanted = sorted({e.strip().lower() for e in emails if e})
+        rows: list[dict[str, Any]] = []
+        queries = (
+            ("contact", "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN {emails}"),
+            ("lead", "SELECT Id, Email, OwnerId FROM Lead WHERE Email IN {emails} AND IsConverted = false"),
+            ("user", "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true"),
+        )
+        for part in chunks(wanted, EMAILS_PER_QUERY):
+            for record_type, template in queries:
+                for rec in self._query(format_soql(template, emails=part), f"read {record_type}s"):
+                    if rec.get("Email"):
+                        rows.append(
+                            {
+                                "record_id": rec["Id"],
+                                "record_type": record_type,
+                                "email": rec["Email"].strip().lower(),
+                                "owner_id": rec.get("OwnerId") if record_type != "user" else None,
+                            }
+                        )
+        if not rows:
+            return empty(DIRECTORY_SCHEMA)
+        return conform(pl.DataFrame(rows, schema=DIRECTORY_SCHEMA), DIRECTORY_SCHEMA).sort("email", "record_type", "record_id")
+
+    def find_by_key(
+        self, owner_id: str, subject: str, start: datetime, end: datetime, is_all_day: bool
+    ) -> list[str]:
+        """Ids of the owner's events with exactly this subject and times (a create replayed must not repeat)."""
+        if is_all_day:
+            soql = format_soql(
+                "SELECT Id, Subject, StartDateTime, EndDateTime, IsAllDayEvent, ActivityDate, DurationInMinutes"
+                " FROM Event WHERE OwnerId = {owner} AND Subject = {subject} AND IsAllDayEvent = true"
+                " AND ActivityDate = {day}",
+                owner=owner_id,
+                subject=subject,
+                day=start.astimezone(timezone.utc).date(),
+            )
+        else:
+            soql = format_soql(
+                "SELECT Id, Subject, StartDateTime, EndDateTime, IsAllDayEvent, ActivityDate, DurationInMinutes"
+                " FROM Event WHERE OwnerId = {owner} AND Subject = {subject} AND IsAllDayEvent = false"
+                " AND StartDateTime = {start}",
+                owner=owner_id,
+                subject=subject,
+                start=start,
+            )
+        found = []
+        for rec in self._query(soql, "look up an event by key"):
+            # SOQL compares strings case-insensitively; the key is case-sensitive (C3).
+            if rec.get("Subject") == subject and event_bounds(rec) == (start, end):
+                found.append(rec["Id"])
+        return sorted(found)
+
+    def api_usage(self) -> tuple[int, int] | None:
+        """(used, allowed) daily API calls from the last ``Sforce-Limit-Info`` header, if any was seen."""
+        usage = self._sf.api_usage.get("api-usage")
+        return (usage.used, usage.total) if usage else None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def apply(self, deltas: pl.DataFrame, org: OrgInfo, progress: Progress | None = None) -> pl.DataFrame:
+        """Write ``deltas`` (target_side salesforce) and return exactly one OUTCOME_SCHEMA row per delta.
+
+        Order: pair/unpair (no call), deletes, updates, creates; ``progress(done, total)`` after each
+        batch. See the module docstring for what a failing call does.
+        """
+        rows = list(deltas.iter_rows(named=True))
+        total = len(rows)
+        outcomes: dict[str, dict[str, Any]] = {}
+
+        def record(delta_id: str, status: str, error: str | None = None, **extra: Any) -> None:
+            outcomes[delta_id] = {"delta_id": delta_id, "status": status, "error": error, "retriable": False, **extra}
+
+        def tick() -> None:
+            if progress is not None:
+                progress(len(outcomes), total)
+
+        by_op: dict[str, list[dict[str, Any]]] = {"delete": [], "update": [], "create": []}
+        for row in rows:
+            op = row["op"]
+            if row.get("target_side") != "salesforce":
+                record(row["delta_id"], "skipped", f"wrong_side: delta targets {row.get('target_side')}, not salesforce")
+            elif op in ("pair", "unpair"):
+                record(row["delta_id"], "applied", new_id=row.get("target_id"))
+            elif op == "create" and not org.can_create_events:
+                record(
+                    row["delta_id"],
+                    "skipped",
+                    "required_custom_field: the Event object requires "
+                    + ", ".join(org.required_fields)
+                    + "; calsync cannot fill it, so events cannot be created in Salesforce (R16)",
+                )
+            else:
+                by_op[op].append(row)
+        if outcomes:
+            tick()
+
+        try:
+            for batch in chunks(by_op["delete"], BATCH):
+                self._delete_batch(batch, record)
+                tick()
+            for batch in chunks(by_op["update"], BATCH):
+                self._update_batch(batch, org, record)
+                tick()
+            for batch in chunks(by_op["create"], BATCH):
+                self._create_batch(batch, org, record)
+                tick()
+        except (_Stop, CalsyncError) as exc:
+            error = exc.error if isinstance(exc, _Stop) else exc
+            for row in rows:
+                if row["delta_id"] not in outcomes:
+                    record(row["delta_id"], "failed", f"not_written: {error}", retriable=True)
+            tick()
+            frame = _outcome_frame(rows, outcomes)
+            if isinstance(error, RetriableError):
+                return frame
+            error.outcomes = frame  # type: ignore[attr-defined]
+            raise error from None
+        return _outcome_frame(rows, outcomes)
+
+    def _delete_batch(self, batch: list[dict[str, Any]], record: Callable[..., None]) -> None:
+        results = self._collection("DELETE", "delete Events", ids=[d["target_id"] for d in batch], batch=batch, record=record)
+        if results is None:
+            return
+        for delta, res in zip(batch, results):
+            if res.get("success") or error_codes(res.get("errors")) & GONE:
+                record(delta["delta_id"], "applied", new_id=delta["target_id"])
+            else:
+                record(delta["delta_id"], "failed", error_text(res.get("errors")), new_id=delta["target_id"])
+
+    def _update_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
+        recs = [{"Id": d["target_id"], **event_fields(d, org, "update")} for d in batch]
+        results = self._collection("PATCH", "update Events", records=collection_records("Event", recs), batch=batch, record=record)
+        if results is None:
+            return
+        written = []
+        for delta, res in zip(batch, results):
+            if res.get("success"):
+                written.append(delta)
+            else:
+                record(delta["delta_id"], "failed", error_text(res.get("errors")), new_id=delta["target_id"])
+        self._write_relations([(d, d["target_id"]) for d in written], org, record, read_existing=True)
+
+    def _create_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
+        recs = [event_fields(d, org, "create") for d in batch]
+        results = self._collection(
+            "POST", "create Events", records=collection_records("Event", recs), batch=batch, record=record, creating=True
+        )
+        if results is None:
+            return
+        written = []
+        for delta, res in zip(batch, results):
+            if res.get("success"):
+                written.append((delta, res["id"]))
+            else:
+                record(delta["delta_id"], "failed", error_text(res.get("errors")))
+        self._write_relations(written, org, record, read_existing=False)
+
+    def _write_relations(
+        self,
+        written: list[tuple[dict[str, Any], str]],
+        org: OrgInfo,
+        record: Callable[..., None],
+        read_existing: bool,
+    ) -> None:
+        """EventRelations for events just written; then each delta's outcome (applied, with any relation errors).
+
+        The event itself is written, so its delta is ``applied`` even when a relation write fails; the
+        failure is kept in ``error`` (``relations: CODE: message``) and the next run sees the difference.
+        """
+        if not written:
+            return
+        existing: dict[str, list[dict[str, Any]]] = {}
+        notes: dict[str, list[str]] = {d["delta_id"]: [] for d, _ in written}
+        try:
+            if read_existing:
+                wanted = [eid for d, eid in written if d.get("invitees") is not None or d.get("who_ids") is not None]
+                for part in chunks(wanted, IDS_PER_QUERY):
+                    for rel in self._query(relations_soql(part, org), "read EventRelations"):
+                        existing.setdefault(rel["EventId"], []).append(rel)
+            creates: list[tuple[str, dict[str, Any]]] = []
+            updates: list[tuple[str, dict[str, Any]]] = []
+            deletes: list[tuple[str, str]] = []
+            for delta, event_id in written:
+                plan = plan_relations(event_id, delta.get("invitees"), delta.get("who_ids"), existing.get(event_id, []), org)
+                creates += [(delta["delta_id"], r) for r in plan.create]
+                updates += [(delta["delta_id"], r) for r in plan.update]
+                deletes += [(delta["delta_id"], i) for i in plan.delete]
+            for method, items, what in (
+                ("DELETE", deletes, "delete EventRelations"),
+                ("PATCH", updates, "update EventRelations"),
+                ("POST", creates, "create EventRelations"),
+            ):
+                for part in chunks(items, BATCH):
+                    if method == "DELETE":
+                        results = self._raw_collection("DELETE", what, ids=[i for _, i in part])
+                    else:
+                        results = self._raw_collection(method, what, records=collection_records("EventRelation", [r for _, r in part]))
+                    for (delta_id, _), res in zip(part, results):
+                        if not res.get("success") and not (method == "DELETE" and error_codes(res.get("errors")) & GONE):
+                            notes[delta_id].append(error_text(res.get("errors")))
+        except SalesforceMalformedRequest as exc:
+            for delta_id in notes:
+                notes[delta_id].append(_describe_error(exc))
+        except (_Stop, CalsyncError) as exc:
+            error = exc.error if isinstance(exc, _Stop) else exc
+            for delta, event_id in written:
+                record(
+                    delta["delta_id"],
+                    "applied",
+                    f"relations: not all written ({error}); the next run sees the difference",
+                    new_id=event_id,
+                )
+            raise
+        for delta, event_id in written:
+            note = notes[delta["delta_id"]]
+            record(delta["delta_id"], "applied", ("relations: " + "; ".join(note)) if note else None, new_id=event_id)
+
+    def _collection(
+        self,
+        method: str,
+        what: str,
+        *,
+        batch: list[dict[str, Any]],
+        record: Callable[..., None],
+        ids: list[str] | None = None,
+        records: list[dict[str, Any]] | None = None,
+        creating: bool = False,
+    ) -> list[dict[str, Any]] | None:
+        """One collections call for a batch of deltas; a malformed request fails the batch (None returned)."""
+        try:
+            return self._raw_collection(method, what, ids=ids, records=records)
+        except SalesforceMalformedRequest as exc:
+            for delta in batch:
+                record(delta["delta_id"], "failed", _describe_error(exc), new_id=delta.get("target_id"))
+            return None
+        except _Stop as stop:
+            if isinstance(stop.error, RetriableError):
+                hint = " (the write may have reached Salesforce; a replay checks find_by_key first)" if creating else ""
+                for delta in batch:
+                    record(delta["delta_id"], "failed", f"{stop.error}{hint}", retriable=True, new_id=delta.get("target_id"))
+            raise
+
+    def _raw_collection(
+        self, method: str, what: str, *, ids: list[str] | None = None, records: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        try:
+            if method == "DELETE":
+                result = self._sf.restful(
+                    "composite/sobjects",
+                    params={"ids": ",".join(ids or []), "allOrNone": "false"},
+                    method="DELETE",
+                    timeout=self._timeout,
+                )
+            else:
+                result = self._sf.restful(
+                    "composite/sobjects",
+                    method=method,
+                    json={"allOrNone": False, "records": records or []},
+                    timeout=self._timeout,
+                )
+        except SalesforceMalformedRequest:
+            raise
+        except (SalesforceError, requests.RequestException) as exc:
+            raise _Stop(self._translate(exc, what)) from None
+        expected = len(ids) if method == "DELETE" else len(records or [])
+        result = list(result or [])
+        if len(result) != expected:
+            raise _Stop(RetriableError(f"Salesforce answered {len(result)} results for {expected} records ({what})"))
+        return result
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _query(self, soql: str, what: str, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
+        """All records of a SOQL query (following ``nextRecordsUrl``, child subqueries too)."""
+        try:
+            for rec in self._sf.query_all_iter(soql, include_deleted=include_deleted, timeout=self._timeout):
+                sub = rec.get("EventRelations")
+                while sub and not sub.get("done", True) and sub.get("nextRecordsUrl"):
+                    more = self._sf.query_more(sub["nextRecordsUrl"], identifier_is_url=True, timeout=self._timeout)
+                    sub = {**more, "records": sub["records"] + more.get("records", [])}
+                    rec["EventRelations"] = sub
+                yield rec
+        except (SalesforceError, requests.RequestException) as exc:
+            raise self._translate(exc, what) from None
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, timeout=self._timeout, **kwargs)
+        except (SalesforceError, requests.RequestException) as exc:
+            raise self._translate(exc, what) from None
+
+    def _translate(self, exc: Exception, what: str) -> CalsyncError:
+        """A calsync error for a failed call: by what happens next, never with a secret in it."""
+        if isinstance(exc, requests.Timeout):
+            return RetriableError(f"Salesforce did not answer in {self._timeout:g} s ({what}); retry or replay the run")
+        if isinstance(exc, requests.ConnectionError):
+            return RetriableError(f"the connection to Salesforce dropped ({what}); retry or replay the run")
+        if isinstance(exc, requests.RequestException):
+            return RetriableError(f"the request to Salesforce failed ({what}: {type(exc).__name__}); retry or replay")
+        assert isinstance(exc, SalesforceError)
+        status = exc.status
+        code, message = _first_error(exc.content)
+        if status == 401:
+            return FatalError(
+                f"Salesforce rejected the session ({code or 'HTTP 401'}) while trying to {what}: "
+                "re-authenticate (a fresh session, or check the connected app) and replay the run"
+            )
+        if code == "REQUEST_LIMIT_EXCEEDED":
+            usage = self.api_usage()
+            if "TotalRequests" in message or (usage is not None and usage[0] >= usage[1]):
+                seen = f" (last seen {usage[0]}/{usage[1]} calls)" if usage else ""
+                return ApiLimitExceeded(
+                    f"Salesforce's daily API request limit is used up{seen} while trying to {what}: "
+                    "the run stopped cleanly; replay it once calls are available again (a rolling 24 hours) "
+                    "or ask for a higher allocation"
+                )
+            return RetriableError(f"Salesforce is throttling requests ({code}: {message}) while trying to {what}")
+        if status == 429 or status >= 500:
+            detail = f"{code}: {message}" if code else f"HTTP {status}"
+            return RetriableError(f"Salesforce is unavailable ({detail}) while trying to {what}; retry or replay")
+        if status == 403:
+            return FatalError(
+                f"Salesforce refused to {what} ({code or 'HTTP 403'}: {message}); check the integration user's permissions"
+            )
+        return FatalError(f"Salesforce could not {what}: HTTP {status} {code or ''}: {message}".rstrip(": "))
+
+
+def _first_error(content: Any) -> tuple[str, str]:
+    """(errorCode, message) of a REST error body (a list of errors, a dict, or text)."""
+    if isinstance(content, list) and content and isinstance(content[0], Mapping):
+        first = content[0]
+        return str(first.get("errorCode") or first.get("statusCode") or ""), str(first.get("message") or "")
+    if isinstance(content, Mapping):
+        return str(content.get("errorCode") or content.get("error") or ""), str(
+            content.get("message") or content.get("error_description") or ""
+        )
+    text = content.decode(errors="replace") if isinstance(content, bytes) else str(content or "")
+    return "", text.strip()[:200]
+
+
+def _describe_error(exc: SalesforceError) -> str:
+    code, message = _first_error(exc.content)
+    return f"{code or 'MALFORMED_REQUEST'}: {message}"
+
+
+def _outcome_frame(rows: list[dict[str, Any]], outcomes: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    ordered = [{name: outcomes[row["delta_id"]].get(name) for name in OUTCOME_SCHEMA} for row in rows]
+    if not ordered:
+        return empty(OUTCOME_SCHEMA)
+    return pl.DataFrame(ordered, schema=OUTCOME_SCHEMA)

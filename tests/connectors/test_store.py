@@ -1,0 +1,74 @@
+"""The DuckDB store: migrations, snapshots without private details, atomic outcome + pair writes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import duckdb
+import polars as pl
+import pytest
+
+from connectors.store import SCHEMA_VERSION, Store
+from transforms.schema import (
+    DERIVED_SCHEMA, DIRECTORY_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, PAIR_SCHEMA, USER_SCHEMA, conform, empty,
+)
+
+T0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
+
+
+def _events() -> pl.DataFrame:
+    inv = [{"email": "carol@c.example", "response": "accepted", "record_id": "003A", "record_type": "contact"}]
+    return conform(pl.DataFrame({
+        "side": ["salesforce", "email"], "user_key": ["a@x.com"] * 2, "native_id": ["00U1", "AAMk1"],
+        "subject": ["Board meeting", "Dentist"], "description": ["agenda", "root canal"],
+        "is_private": [False, True], "start": [T0, T0], "end": [T0, T0], "invitees": [inv, inv],
+        "key": ["k1", "k2"], "content_hash": ["h1", "h2"],
+    }), EVENT_SCHEMA | DERIVED_SCHEMA)
+
+
+def test_tables_created_and_versioned(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        tables = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"runs", "event_snapshots", "invitee_snapshots", "pairs", "deltas", "delta_outcomes"} <= tables
+    with Store(tmp_path / "s.duckdb") as store:  # reopening migrates nothing twice
+        assert store.con.execute("SELECT count(*), max(version) FROM schema_version").fetchone() == (1, SCHEMA_VERSION)
+
+
+def test_snapshot_keeps_no_private_details(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.start_run("r1", "sync", date(2026, 11, 24))
+        store.write_snapshot("r1", _events(), empty(PAIR_SCHEMA), empty(USER_SCHEMA), empty(DIRECTORY_SCHEMA))
+        dump = str(store.con.execute("SELECT * FROM event_snapshots").fetchall())
+        dump += str(store.con.execute("SELECT * FROM invitee_snapshots").fetchall())
+        assert "Dentist" not in dump and "root canal" not in dump
+        assert "Board meeting" in dump
+        back = store.read_snapshot("r1")["events"].sort("native_id")
+        private = back.filter(pl.col("is_private")).row(0, named=True)
+        assert private["subject"] == "Private" and private["description"] == ""
+        assert private["invitees"] == [] and private["key"] == "k2"
+        public = back.filter(~pl.col("is_private")).row(0, named=True)
+        assert public["invitees"][0]["email"] == "carol@c.example" and public["content_hash"] == "h1"
+
+
+def test_outcomes_and_pairs_commit_together(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.start_run("r1", "sync", date(2026, 11, 24))
+        pairs = conform(pl.DataFrame({"pair_id": ["p1"], "user_key": ["a@x.com"], "sf_id": ["00U1"]}), PAIR_SCHEMA)
+        outcomes = conform(pl.DataFrame({"delta_id": ["d1"], "status": ["applied"]}), OUTCOME_SCHEMA)
+        store.record_outcomes("r1", outcomes, pairs)
+        assert store.pairs()["pair_id"].to_list() == ["p1"]
+        bad_pairs = conform(pl.DataFrame({"pair_id": ["p2", "p2"], "user_key": ["a", "a"]}), PAIR_SCHEMA)
+        with pytest.raises(duckdb.Error):  # duplicate pair ids violate the key: nothing is written
+            store.record_outcomes("r1", outcomes, bad_pairs)
+        assert store.pairs()["pair_id"].to_list() == ["p1"]
+        assert store.outcomes("r1").height == 1
+
+
+def test_second_writer_gets_a_clear_message(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path):
+        import subprocess, sys
+        code = ("import sys; sys.path.insert(0, '.'); from connectors.store import Store, StoreError\n"
+                f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "Another calsync process may hold it" in out.stdout, out.stderr

@@ -1,0 +1,97 @@
+"""Config validation: errors name the key and what is expected; secrets never come from the file."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from flows.config import ConfigError, load_config, parse_config
+
+ENV = {"SF_SID": "00Dsecret!session", "EWS_PW": "hunter2"}
+
+
+def _raw(**over):
+    raw = {
+        "salesforce": {"auth": "session", "instance_url": "https://127.0.0.1:1", "session_id_env": "SF_SID"},
+        "exchange": {"endpoint": "http://127.0.0.1:2/EWS/Exchange.asmx", "username": "svc@example.com",
+                     "password_env": "EWS_PW", "auth_type": "basic"},
+        "users": [{"email": "Alice@Example.com", "start_date": date(2026, 1, 1)}],
+    }
+    for k, v in over.items():
+        raw[k] = v
+    return raw
+
+
+def test_valid_config_has_defaults_and_lower_cases_users(tmp_path: Path):
+    cfg = parse_config(_raw(), ENV, base=tmp_path)
+    (user,) = cfg.users
+    assert user.email == "alice@example.com" and user.mailbox == "alice@example.com"
+    assert (user.direction, user.filter, user.send_external_invites) == ("both", "all", False)
+    assert cfg.store_path == tmp_path / "data/calsync.duckdb"
+    assert cfg.salesforce.session_id.get() == "00Dsecret!session"
+    assert cfg.sync.mass_delete_share == 0.5 and cfg.sync.mass_delete_min == 4
+
+
+def test_secret_never_prints():
+    cfg = parse_config(_raw(), ENV)
+    text = repr(cfg) + str(cfg.salesforce) + str(cfg.exchange)
+    assert "hunter2" not in text and "00Dsecret" not in text
+    assert "environment variable EWS_PW" in text
+
+
+def test_literal_secret_in_file_is_refused():
+    raw = _raw()
+    raw["exchange"]["password"] = "hunter2"
+    with pytest.raises(ConfigError, match=r"\[exchange\] password: secrets are not read from the config file"):
+        parse_config(raw, ENV)
+
+
+def test_missing_environment_variable_names_it():
+    with pytest.raises(ConfigError, match="environment variable EWS_PW is not set"):
+        parse_config(_raw(), {"SF_SID": "x"})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["users"][0].update(direction="sideways"), r"\[users #1\] direction: expected one of both"),
+        (lambda r: r["users"][0].update(filter="some"), r"\[users #1\] filter: expected one of updates_only"),
+        (lambda r: r["users"][0].update(email="not-an-address"), r"\[users #1\] email: expected an email address"),
+        (lambda r: r["users"][0].update(start_date="yesterday"), r"start_date: expected a TOML date"),
+        (lambda r: r["users"].append({"email": "alice@example.com"}), "listed twice"),
+        (lambda r: r["salesforce"].update(auth="password"), r"\[salesforce\] auth: expected one of jwt"),
+        (lambda r: r["salesforce"].update(instance_url="http://x"), "expected an https:// URL"),
+        (lambda r: r["exchange"].update(auth_type="kerberos"), r"\[exchange\] auth_type"),
+        (lambda r: r.update(sync={"mass_delete_share": 2}), r"\[sync\] mass_delete_share"),
+        (lambda r: r.update(sync={"batch_size": 500}), r"\[sync\] batch_size: expected a whole number from 1 to 200"),
+        (lambda r: r.update(users=[]), r"\[\[users\]\]: expected at least one synced user"),
+        (lambda r: r.update(extra={}), r"\[extra\]: unknown section"),
+        (lambda r: r["users"][0].update(colour="blue"), r"\[users #1\] colour: unknown key"),
+        (lambda r: r["users"][0].update(time_zone="Mars/Olympus"), r"\[users #1\] time_zone: expected an IANA"),
+    ],
+)
+def test_invalid_values_name_the_key(mutate, message):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, ENV)
+
+
+def test_jwt_needs_key_and_username():
+    raw = _raw(salesforce={"auth": "jwt", "domain": "acme.my", "consumer_key_env": "SF_SID"})
+    with pytest.raises(ConfigError, match=r"\[salesforce\] username: missing"):
+        parse_config(raw, ENV)
+    raw["salesforce"]["username"] = "int@acme.com"
+    with pytest.raises(ConfigError, match=r"\[salesforce\] private_key: missing"):
+        parse_config(raw, ENV)
+
+
+def test_load_config_reports_bad_toml_and_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no config file at"):
+        load_config(tmp_path / "nope.toml", ENV)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[salesforce\nauth=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, ENV)

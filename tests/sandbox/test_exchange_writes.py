@@ -1,0 +1,158 @@
+"""CreateItem / UpdateItem / DeleteItem in batches, change keys, conflicts, meeting delivery."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from exchangelib import Attendee, EWSDateTime, EWSTimeZone, Mailbox
+from exchangelib.errors import ErrorIrresolvableConflict, ErrorItemNotFound
+from exchangelib.items import CalendarItem
+
+from .conftest_exchange import ANN, BOB, CAROL, UTC, _ex_server, connect, ex  # noqa: F401
+
+TZ = EWSTimeZone("UTC")
+
+
+def ews(*args):
+    return EWSDateTime(*args, tzinfo=TZ)
+
+
+def meeting(account, subject, day, attendees=(), optional=()):
+    return CalendarItem(
+        account=account, folder=account.calendar, subject=subject, body="details",
+        start=ews(2026, 12, day, 9), end=ews(2026, 12, day, 10),
+        required_attendees=[Attendee(mailbox=Mailbox(email_address=a), response_type="Accept") for a in attendees] or None,
+        optional_attendees=[Attendee(mailbox=Mailbox(email_address=a)) for a in optional] or None,
+    )
+
+
+def test_bulk_create_update_delete_one_response_per_item_in_order(ex, connect):
+    account = connect(ANN)
+    items = [meeting(account, f"m{n}", 1 + n) for n in range(5)]
+    before = ex.org.calls_by_operation.get("CreateItem", 0)
+    results = account.bulk_create(folder=account.calendar, items=items, send_meeting_invitations="SendToNone")
+    assert ex.org.calls_by_operation["CreateItem"] - before == 1  # one request, five items
+    stored = {i["id"]: i["subject"] for i in ex.org.items(ANN)}
+    assert [stored[r.id] for r in results] == ["m0", "m1", "m2", "m3", "m4"]
+
+    fetched = list(account.fetch(ids=[(r.id, r.changekey) for r in results]))
+    for f in fetched:
+        f.subject = f.subject.upper()
+    updated = account.bulk_update(items=[(f, ["subject"]) for f in fetched], send_meeting_invitations_or_cancellations="SendToNone")
+    assert [u[0] for u in updated] == [r.id for r in results]
+    assert all(u[1] != r.changekey for u, r in zip(updated, results))
+    assert sorted(i["subject"] for i in ex.org.items(ANN)) == ["M0", "M1", "M2", "M3", "M4"]
+
+    account.bulk_delete(ids=[results[1], results[3]], send_meeting_cancellations="SendToNone")
+    # A batch mixing a deleted id and a live one answers each in order.
+    out = account.bulk_delete(ids=[results[1], results[0]], send_meeting_cancellations="SendToNone")
+    assert isinstance(out[0], ErrorItemNotFound) and out[1] is True
+    assert sorted(i["subject"] for i in ex.org.items(ANN)) == ["M2", "M4"]
+
+
+def test_change_key_and_last_modified_change_on_every_write(ex, connect):
+    account = connect(ANN)
+    item = meeting(account, "v1", 2)
+    item.save(send_meeting_invitations="SendToNone")
+    key1 = item.changekey
+    ex.clock.set(datetime(2026, 11, 21, 15, 0, tzinfo=UTC))
+    item.subject = "v2"
+    item.save(update_fields=["subject"], send_meeting_invitations="SendToNone")
+    assert item.changekey != key1
+    item.refresh()
+    assert item.last_modified_time == ews(2026, 11, 21, 15, 0)
+    item.body = None  # DeleteItemField
+    item.save(update_fields=["body"], send_meeting_invitations="SendToNone")
+    item.refresh()
+    assert item.body is None and item.subject == "v2"
+
+
+def test_stale_change_key_fails_only_under_never_overwrite(ex, connect):
+    account = connect(ANN)
+    item = meeting(account, "original", 3)
+    item.save(send_meeting_invitations="SendToNone")
+    stale = next(account.fetch(ids=[(item.id, item.changekey)]))
+    item.subject = "first writer"
+    item.save(update_fields=["subject"], send_meeting_invitations="SendToNone")
+
+    stale.subject = "second writer"
+    with pytest.raises(ErrorIrresolvableConflict):
+        stale.save(update_fields=["subject"], conflict_resolution="NeverOverwrite", send_meeting_invitations="SendToNone")
+    assert ex.org.items(ANN)[0]["subject"] == "first writer"
+    stale.save(update_fields=["subject"], send_meeting_invitations="SendToNone")  # exchangelib default: AutoResolve
+    assert ex.org.items(ANN)[0]["subject"] == "second writer"
+
+
+def test_deleted_or_unknown_id_is_error_item_not_found(ex, connect):
+    account = connect(ANN)
+    item = meeting(account, "gone", 4)
+    item.save(send_meeting_invitations="SendToNone")
+    item_id, key = item.id, item.changekey
+    item.delete(send_meeting_cancellations="SendToNone")
+    [result] = list(account.fetch(ids=[(item_id, key)]))
+    assert isinstance(result, ErrorItemNotFound)
+    ghost = CalendarItem(account=account, folder=account.calendar, id=item_id, changekey=key, subject="x",
+                         start=ews(2026, 12, 4, 9), end=ews(2026, 12, 4, 10))
+    with pytest.raises(ErrorItemNotFound):
+        ghost.save(update_fields=["subject"], send_meeting_invitations="SendToNone")
+
+
+def test_invitations_deliver_to_internal_mailboxes_only(ex, connect):
+    account = connect(ANN)
+    quiet = meeting(account, "not sent", 5, attendees=[BOB])
+    quiet.save(send_meeting_invitations="SendToNone")
+    assert ex.org.invitations() == [] and ex.org.items(BOB) == []
+
+    item = meeting(account, "Kick-off", 6, attendees=[BOB, "client@customer.org"], optional=[CAROL])
+    item.save(send_meeting_invitations="SendToAllAndSaveCopy")
+    sent = {(i["recipient"], i["kind"]) for i in ex.org.invitations()}
+    assert sent == {(BOB, "request"), ("client@customer.org", "request"), (CAROL, "request")}
+    # The organizer's copy: the server set every ResponseType to Unknown, whatever the client sent.
+    item.refresh()
+    assert all(i["meeting_uid"] == item.uid and i["organizer"] == ANN for i in ex.org.invitations())
+    assert {a.response_type for a in item.required_attendees + item.optional_attendees} == {"Unknown"}
+    assert item.meeting_request_was_sent is True
+    # Bob's calendar has the delivered meeting.
+    [copy] = list(connect(BOB).calendar.view(ews(2026, 12, 6), ews(2026, 12, 7)))
+    assert (copy.uid, copy.subject, copy.is_meeting, copy.my_response_type) == (item.uid, "Kick-off", True, "NoResponseReceived")
+    assert copy.organizer.email_address == ANN
+    assert len(ex.org.items(CAROL)) == 1
+
+    # Bob accepts: the organizer's copy shows it, Bob's copy too.
+    ex.org.set_response(ANN, item.uid, BOB, "Accept")
+    item.refresh()
+    assert {a.mailbox.email_address: a.response_type for a in item.required_attendees}[BOB] == "Accept"
+    copy.refresh()
+    assert copy.my_response_type == "Accept"
+
+
+def test_meeting_updates_and_cancellations(ex, connect):
+    account = connect(ANN)
+    item = meeting(account, "Planning", 8, attendees=[BOB])
+    item.save(send_meeting_invitations="SendOnlyToAll")
+    # Update to all: Bob's copy follows.
+    item.start, item.end = ews(2026, 12, 8, 13), ews(2026, 12, 8, 14)
+    item.save(update_fields=["start", "end"], send_meeting_invitations="SendToAllAndSaveCopy")
+    assert ex.org.items(BOB)[0]["start"] == "2026-12-08T13:00:00Z"
+    # Update to changed only: adding Carol and retitling sends only to Carol; Bob's copy stays as it was.
+    item.subject = "Planning v2"
+    item.required_attendees = [Attendee(mailbox=Mailbox(email_address=BOB)), Attendee(mailbox=Mailbox(email_address=CAROL))]
+    item.save(update_fields=["subject", "required_attendees"], send_meeting_invitations="SendToChangedAndSaveCopy")
+    kinds = [(i["recipient"], i["kind"]) for i in ex.org.invitations()]
+    assert kinds[-1] == (CAROL, "request") and (BOB, "update") == kinds[1] and len(kinds) == 3
+    assert ex.org.items(BOB)[0]["subject"] == "Planning"
+    assert ex.org.items(CAROL)[0]["subject"] == "Planning v2"
+    # Removing Bob (to changed): he gets a cancellation and the meeting leaves his calendar.
+    item.required_attendees = [Attendee(mailbox=Mailbox(email_address=CAROL))]
+    item.save(update_fields=["required_attendees"], send_meeting_invitations="SendOnlyToChanged")
+    assert ex.org.invitations()[-1]["recipient"] == BOB and ex.org.invitations()[-1]["kind"] == "cancellation"
+    assert ex.org.items(BOB) == []
+    # Deleting without cancellations leaves Carol's copy; with them removes it.
+    other = meeting(account, "Other", 9, attendees=[CAROL])
+    other.save(send_meeting_invitations="SendToAllAndSaveCopy")
+    other.delete(send_meeting_cancellations="SendToNone")
+    assert {i["subject"] for i in ex.org.items(CAROL)} == {"Planning v2", "Other"}
+    item.delete(send_meeting_cancellations="SendToAllAndSaveCopy")
+    assert {i["subject"] for i in ex.org.items(CAROL)} == {"Other"}
+    assert ex.org.invitations()[-1]["kind"] == "cancellation"
