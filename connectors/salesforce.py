@@ -14,6 +14,9 @@ Errors, by what happens next (connectors/errors.py):
 - the daily API allocation used up raises ``ApiLimitExceeded``, a rejected session ``FatalError``.
   Raised from ``apply``, the exception carries ``outcomes`` (one row per delta, the rest failed retriable).
 
+An event written whose EventRelations could not all be written is still ``applied`` (it exists, and the
+pair must be recorded); ``error`` then says ``relations: CODE: message`` and the next run sees the gap.
+
 Messages never carry the session id or any secret.
 """
 
@@ -49,7 +52,7 @@ from connectors.salesforce_records import (
 )
 from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, conform, empty
 
-__all__ = ["OrgInfo", "SalesforceConnector"]
+__all__ = ["OrgInfo", "SalesforceConnector", "classify_error"]
 
 BATCH = 200  # sObject Collections maximum per call
 IDS_PER_QUERY = 300  # ids in one SOQL IN list: keeps the GET URL well under Salesforce's 16 KB
@@ -230,6 +233,7 @@ class SalesforceConnector:
         self, owner_id: str, subject: str, start: datetime, end: datetime, is_all_day: bool
     ) -> list[str]:
         """Ids of the owner's events with exactly this subject and times (a create replayed must not repeat)."""
+        start, end = _utc(start), _utc(end)
         if is_all_day:
             soql = format_soql(
                 "SELECT Id, Subject, StartDateTime, EndDateTime, IsAllDayEvent, ActivityDate, DurationInMinutes"
@@ -286,6 +290,8 @@ class SalesforceConnector:
                 record(row["delta_id"], "skipped", f"wrong_side: delta targets {row.get('target_side')}, not salesforce")
             elif op in ("pair", "unpair"):
                 record(row["delta_id"], "applied", new_id=row.get("target_id"))
+            elif op in ("update", "delete") and not is_record_id(row.get("target_id")):
+                record(row["delta_id"], "failed", f"MALFORMED_ID: no Salesforce Event id to {op} ({row.get('target_id')!r})")
             elif op == "create" and not org.can_create_events:
                 record(
                     row["delta_id"],
@@ -333,7 +339,10 @@ class SalesforceConnector:
                 record(delta["delta_id"], "failed", error_text(res.get("errors")), new_id=delta["target_id"])
 
     def _update_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
-        recs = [{"Id": d["target_id"], **event_fields(d, org, "update")} for d in batch]
+        batch, recs = _shape(batch, org, "update", record)
+        if not batch:
+            return
+        recs = [{"Id": d["target_id"], **r} for d, r in zip(batch, recs)]
         results = self._collection("PATCH", "update Events", records=collection_records("Event", recs), batch=batch, record=record)
         if results is None:
             return
@@ -346,7 +355,9 @@ class SalesforceConnector:
         self._write_relations([(d, d["target_id"]) for d in written], org, record, read_existing=True)
 
     def _create_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
-        recs = [event_fields(d, org, "create") for d in batch]
+        batch, recs = _shape(batch, org, "create", record)
+        if not batch:
+            return
         results = self._collection(
             "POST", "create Events", records=collection_records("Event", recs), batch=batch, record=record, creating=True
         )
@@ -442,7 +453,8 @@ class SalesforceConnector:
             if isinstance(stop.error, RetriableError):
                 hint = " (the write may have reached Salesforce; a replay checks find_by_key first)" if creating else ""
                 for delta in batch:
-                    record(delta["delta_id"], "failed", f"{stop.error}{hint}", retriable=True, new_id=delta.get("target_id"))
+                    record(delta["delta_id"], "failed", f"write_failed: {stop.error}{hint}", retriable=True,
+                           new_id=delta.get("target_id"))
             raise
 
     def _raw_collection(
@@ -495,39 +507,66 @@ class SalesforceConnector:
             raise self._translate(exc, what) from None
 
     def _translate(self, exc: Exception, what: str) -> CalsyncError:
-        """A calsync error for a failed call: by what happens next, never with a secret in it."""
-        if isinstance(exc, requests.Timeout):
-            return RetriableError(f"Salesforce did not answer in {self._timeout:g} s ({what}); retry or replay the run")
-        if isinstance(exc, requests.ConnectionError):
-            return RetriableError(f"the connection to Salesforce dropped ({what}); retry or replay the run")
-        if isinstance(exc, requests.RequestException):
-            return RetriableError(f"the request to Salesforce failed ({what}: {type(exc).__name__}); retry or replay")
-        assert isinstance(exc, SalesforceError)
-        status = exc.status
-        code, message = _first_error(exc.content)
-        if status == 401:
-            return FatalError(
-                f"Salesforce rejected the session ({code or 'HTTP 401'}) while trying to {what}: "
-                "re-authenticate (a fresh session, or check the connected app) and replay the run"
+        return classify_error(exc, what, self._timeout, self.api_usage())
+
+
+def classify_error(exc: Exception, what: str, timeout: float, usage: tuple[int, int] | None) -> CalsyncError:
+    """The calsync error for a failed call, grouped by what happens next; never with a secret in it.
+
+    ``REQUEST_LIMIT_EXCEEDED`` covers two limits in Salesforce: the daily allocation ("TotalRequests
+    Limit exceeded.") is ``ApiLimitExceeded``; the concurrent-request limits ("ConcurrentPerOrgLongTxn
+    Limit exceeded.") pass, so they are retriable.
+    """
+    if isinstance(exc, requests.Timeout):
+        return RetriableError(f"Salesforce did not answer in {timeout:g} s ({what}); retry or replay the run")
+    if isinstance(exc, requests.ConnectionError):
+        return RetriableError(f"the connection to Salesforce dropped ({what}); retry or replay the run")
+    if isinstance(exc, requests.RequestException):
+        return RetriableError(f"the request to Salesforce failed ({what}: {type(exc).__name__}); retry or replay")
+    assert isinstance(exc, SalesforceError)
+    status = exc.status
+    code, message = _first_error(exc.content)
+    if status == 401:
+        return FatalError(
+            f"Salesforce rejected the session ({code or 'HTTP 401'}) while trying to {what}: "
+            "re-authenticate (a fresh session, or check the connected app) and replay the run"
+        )
+    if code == "REQUEST_LIMIT_EXCEEDED":
+        if "TotalRequests" in message or (usage is not None and usage[0] >= usage[1]):
+            seen = f" (last seen {usage[0]}/{usage[1]} calls)" if usage else ""
+            return ApiLimitExceeded(
+                f"Salesforce's daily API request limit is used up{seen} while trying to {what}: "
+                "the run stopped cleanly; replay it once calls are available again (a rolling 24 hours) "
+                "or ask for a higher allocation"
             )
-        if code == "REQUEST_LIMIT_EXCEEDED":
-            usage = self.api_usage()
-            if "TotalRequests" in message or (usage is not None and usage[0] >= usage[1]):
-                seen = f" (last seen {usage[0]}/{usage[1]} calls)" if usage else ""
-                return ApiLimitExceeded(
-                    f"Salesforce's daily API request limit is used up{seen} while trying to {what}: "
-                    "the run stopped cleanly; replay it once calls are available again (a rolling 24 hours) "
-                    "or ask for a higher allocation"
-                )
-            return RetriableError(f"Salesforce is throttling requests ({code}: {message}) while trying to {what}")
-        if status == 429 or status >= 500:
-            detail = f"{code}: {message}" if code else f"HTTP {status}"
-            return RetriableError(f"Salesforce is unavailable ({detail}) while trying to {what}; retry or replay")
-        if status == 403:
-            return FatalError(
-                f"Salesforce refused to {what} ({code or 'HTTP 403'}: {message}); check the integration user's permissions"
-            )
-        return FatalError(f"Salesforce could not {what}: HTTP {status} {code or ''}: {message}".rstrip(": "))
+        return RetriableError(f"Salesforce is throttling requests ({code}: {message}) while trying to {what}")
+    if status == 429 or status >= 500:
+        detail = f"{code}: {message}" if code else f"HTTP {status}"
+        return RetriableError(f"Salesforce is unavailable ({detail}) while trying to {what}; retry or replay")
+    if status == 403:
+        return FatalError(
+            f"Salesforce refused to {what} ({code or 'HTTP 403'}: {message}); check the integration user's permissions"
+        )
+    return FatalError(f"Salesforce could not {what}: HTTP {status} {code or ''}: {message}".rstrip(": "))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _shape(
+    batch: list[dict[str, Any]], org: OrgInfo, op: str, record: Callable[..., None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Event fields for each delta; a delta that cannot be shaped (no start or end) fails on its own."""
+    kept, recs = [], []
+    for delta in batch:
+        if delta.get("start") is None or delta.get("end") is None:
+            record(delta["delta_id"], "failed", "invalid_delta: a Salesforce event needs a start and an end",
+                   new_id=delta.get("target_id"))
+            continue
+        kept.append(delta)
+        recs.append(event_fields(delta, org, op))
+    return kept, recs
 
 
 def _first_error(content: Any) -> tuple[str, str]:

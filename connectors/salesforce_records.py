@@ -59,11 +59,14 @@ class OrgInfo:
     ``required_fields``: custom Event fields a create must fill (createable, not nillable, not
     defaulted on create) — calsync cannot fill them, so email -> Salesforce creation is impossible (R16).
     ``relation_flags``: which of ``IsInvitee``/``IsParent`` the org's EventRelation has.
+    ``recurrence_masters``: Event has ``IsRecurrence`` (Classic recurring series): the series master
+    row is then left out of reads, each occurrence being its own event (C23).
     """
 
     shared_activities: bool
     required_fields: tuple[str, ...] = ()
     relation_flags: tuple[str, ...] = field(default=("IsInvitee",))
+    recurrence_masters: bool = False
 
     @property
     def can_create_events(self) -> bool:
@@ -86,7 +89,12 @@ def org_info_from_describe(event_describe: Mapping[str, Any], relation_describe:
     )
     rel_names = {f["name"] for f in (relation_describe or {}).get("fields", [])}
     flags = tuple(flag for flag in RELATION_FLAGS if flag in rel_names)
-    return OrgInfo(shared_activities="EventWhoIds" in names, required_fields=required, relation_flags=flags)
+    return OrgInfo(
+        shared_activities="EventWhoIds" in names,
+        required_fields=required,
+        relation_flags=flags,
+        recurrence_masters="IsRecurrence" in names,
+    )
 
 
 # --- dates -------------------------------------------------------------------------------------
@@ -237,7 +245,9 @@ def window_soql(owner_ids: Sequence[str], window_start: datetime, window_end: da
     return format_soql(
         "SELECT {fields:literal}, {sub:literal} FROM Event"
         " WHERE OwnerId IN {owners} AND StartDateTime < {end}"
-        " AND (EndDateTime > {start} OR (IsAllDayEvent = true AND EndDateTime > {day_before}))",
+        " AND (EndDateTime > {start} OR (IsAllDayEvent = true AND EndDateTime > {day_before}))"
+        "{masters:literal}",
+        masters=" AND IsRecurrence = false" if org.recurrence_masters else "",
         fields=", ".join(EVENT_FIELDS),
         sub=relation_subquery(org),
         owners=list(owner_ids),

@@ -15,10 +15,11 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.errors import ApiLimitExceeded, CalsyncError, RetriableError
+from connectors.errors import ApiLimitExceeded, RetriableError
 from connectors.store import Store
 from flows import pipeline
 from flows.config import Config, load_config
+from flows.lock import run_lock
 from flows.summary import render_table, summarise
 
 
@@ -44,12 +45,18 @@ def run_sync(
     allow_deletes: bool = False,
     run_id: str | None = None,
     stage=None,
+    lock_wait_s: float = 0.0,
 ) -> dict:
     """One sync run for every enabled user. ``stage(name, fn, *args)`` runs a stage (Prefect tasks
     inside the flow, plain calls otherwise). Returns the summary with ``run_id`` and ``status``."""
     today = today or datetime.now(timezone.utc).date()
     run_id = run_id or pipeline.new_run_id()
     stage = stage or (lambda _name, fn, *args: fn(*args))
+    with run_lock(cfg.store_path, run_id, wait_s=lock_wait_s):
+        return _run_locked(cfg, today, allow_deletes, run_id, stage)
+
+
+def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stage) -> dict:
     store = Store(cfg.store_path)
     current = "connect"
     try:
@@ -96,11 +103,8 @@ def _api_calls(conns: pipeline.Connections) -> int | None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ApiLimitExceeded):
-        return f"api_limit: {exc}"
-    if isinstance(exc, CalsyncError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+    prefix = "api_limit: " if isinstance(exc, ApiLimitExceeded) else ""
+    return f"{prefix}{type(exc).__name__}: {exc}"
 
 
 @flow(name="calsync-sync", log_prints=True)

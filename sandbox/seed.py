@@ -86,8 +86,9 @@ def apply_seed(sandbox: Any, spec: dict, today: date) -> dict[str, str]:
     for ev in spec.get("salesforce_events", []):
         start, end, all_day = _timing(ev, today)
         if all_day:
+            # Salesforce keeps an all-day event's end on its last day (inclusive), 00:00Z.
             start = datetime.combine(start, time(0), tzinfo=timezone.utc)
-            end = datetime.combine(end, time(0), tzinfo=timezone.utc)
+            end = datetime.combine(end - timedelta(days=1), time(0), tzinfo=timezone.utc)
         invitees = [ids[e.lower()] for e in ev.get("invitees", []) if e.lower() in ids]
         sf.add_event(
             ids[ev["owner"].lower()], ev["subject"], start, end,

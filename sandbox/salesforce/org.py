@@ -1045,9 +1045,9 @@ class Org(soql.Host):
     ) -> str:
         """Seed an event as its owner would create it; invitees get EventRelations (and Users child events).
 
-        For all-day events pass ``start``/``end`` as in the API: ``end`` is 00:00Z of the last day
-        (inclusive), or a date-exclusive end -- an ``end`` at midnight after ``start`` that would make
-        the event one day longer than an inclusive reading is taken as exclusive.
+        For all-day events ``start``/``end`` are read as Salesforce stores them: ``start``'s date is the
+        ActivityDate and ``end`` is 00:00Z of the LAST day (inclusive) -- ``end == start`` is a one-day
+        event, not an exclusive end as in the canonical frame.
         """
         with self.lock:
             owner = ids.to18(owner_id)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from . import ids
@@ -112,8 +112,6 @@ def tokenize(text: str) -> list[Token]:
                         else:
                             sign = 1 if tz[0] == "+" else -1
                             digits = tz[1:].replace(":", "")
-                            from datetime import timedelta
-
                             tzinfo = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
                         dt = datetime(int(y), int(mo), int(d), int(hh), int(mm), int(ss), micro, tzinfo)
                         toks.append(Token("datetime", dt.astimezone(timezone.utc), i, m.group(0)))

@@ -24,6 +24,8 @@ from connectors.salesforce_records import (
     timing_fields,
     window_soql,
 )
+import requests
+
 from transforms.schema import EVENT_SCHEMA
 
 UTC = timezone.utc
@@ -155,11 +157,14 @@ def test_org_info_reads_shared_activities_and_required_custom_fields():
             field("Flag__c", custom=True, nillable=False, defaulted=True),
             field("Note__c", custom=True),
             field("Calc__c", custom=True, createable=False, nillable=False),
+            field("IsRecurrence", createable=True, nillable=False, defaulted=True),
         ]
     }
     relation = {"fields": [field("IsInvitee"), field("IsParent"), field("Status")]}
     info = org_info_from_describe(event, relation)
-    assert info == OrgInfo(shared_activities=True, required_fields=("Region__c",), relation_flags=("IsInvitee", "IsParent"))
+    assert info == OrgInfo(
+        shared_activities=True, required_fields=("Region__c",), relation_flags=("IsInvitee", "IsParent"), recurrence_masters=True
+    )
     assert not info.can_create_events
     off = org_info_from_describe({"fields": [field("Subject")]}, {"fields": [field("IsInvitee")]})
     assert off.shared_activities is False and off.required_fields == () and off.can_create_events
@@ -178,6 +183,8 @@ def test_window_soql_quotes_values_and_widens_for_all_day_ends():
         " AND (EndDateTime > 2025-02-01T00:00:00+00:00"
         " OR (IsAllDayEvent = true AND EndDateTime > 2025-01-31T00:00:00+00:00))"
     )
+    classic = OrgInfo(shared_activities=False, recurrence_masters=True)
+    assert window_soql(["005A"], dt(2025, 2, 1), dt(2025, 5, 2), classic).endswith(" AND IsRecurrence = false")
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -268,6 +275,29 @@ def test_record_ids_are_checked_before_they_go_into_soql():
     assert not is_record_id("001D000000IqhSLAAA") and not is_record_id("00U-bad") and not is_record_id(None)
 
 
+def sf_error(cls_name, status, code, message):
+    from simple_salesforce import exceptions
+
+    return getattr(exceptions, cls_name)("https://x/services/data/v59.0/query", status, "query", [{"errorCode": code, "message": message}])
+
+
+def test_errors_are_grouped_by_what_happens_next():
+    from connectors.errors import ApiLimitExceeded, FatalError, RetriableError
+    from connectors.salesforce import classify_error
+
+    daily = classify_error(sf_error("SalesforceRefusedRequest", 403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), "read Events", 60, (10, 10))
+    assert isinstance(daily, ApiLimitExceeded) and "10/10" in str(daily)
+    busy = classify_error(sf_error("SalesforceRefusedRequest", 403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), "read Events", 60, (5, 10))
+    assert type(busy) is RetriableError
+    assert type(classify_error(sf_error("SalesforceGeneralError", 503, "SERVER_UNAVAILABLE", "down"), "x", 60, None)) is RetriableError
+    expired = classify_error(sf_error("SalesforceExpiredSession", 401, "INVALID_SESSION_ID", "Session expired or invalid"), "read Events", 60, None)
+    assert type(expired) is FatalError and "re-authenticate" in str(expired)
+    denied = classify_error(sf_error("SalesforceRefusedRequest", 403, "INSUFFICIENT_ACCESS", "no"), "read Events", 60, None)
+    assert type(denied) is FatalError and "permissions" in str(denied)
+    assert type(classify_error(requests.ReadTimeout(), "x", 5, None)) is RetriableError
+    assert type(classify_error(requests.ConnectionError(), "x", 5, None)) is RetriableError
+
+
 def test_error_text_uses_collections_status_codes():
     assert error_text([{"statusCode": "STRING_TOO_LONG", "message": "Subject: data value too large", "fields": ["Subject"]}]) == (
         "STRING_TOO_LONG: Subject: data value too large (Subject)"
@@ -278,10 +308,6 @@ def test_error_text_uses_collections_status_codes():
 # =================================================================================================
 # Against the sandbox, through simple-salesforce
 # =================================================================================================
-
-import uuid  # noqa: E402
-
-import requests  # noqa: E402
 
 from connectors.errors import ApiLimitExceeded, FatalError, RetriableError  # noqa: E402
 from connectors.salesforce import SalesforceConnector  # noqa: E402
@@ -435,6 +461,7 @@ def test_apply_create_update_delete_with_per_record_errors(sb):
             {"op": "delete", "target_id": already},
             {"op": "pair", "target_id": "00Upaired", "source_id": "AAMkAD="},
             {"op": "unpair", "target_id": "00Uunpaired"},
+            {"op": "update", "target_id": None, "subject": "Nowhere", "start": dt(2025, 3, 1), "end": dt(2025, 3, 2)},
         ]
     )
     seen = []
@@ -442,14 +469,15 @@ def test_apply_create_update_delete_with_per_record_errors(sb):
     assert out.schema == pl.Schema(OUTCOME_SCHEMA)
     assert out["delta_id"].to_list() == batch["delta_id"].to_list()
     result = {r["delta_id"]: r for r in out.iter_rows(named=True)}
-    assert [result[f"d{i:04d}"]["status"] for i in range(10)] == [
-        "applied", "applied", "applied", "failed", "failed", "applied", "applied", "applied", "applied", "applied"
+    assert [result[f"d{i:04d}"]["status"] for i in range(11)] == [
+        "applied", "applied", "applied", "failed", "failed", "applied", "applied", "applied", "applied", "applied", "failed"
     ]
+    assert result["d0010"]["error"].startswith("MALFORMED_ID: ")
     assert result["d0003"]["error"].startswith("FIELD_INTEGRITY_EXCEPTION: ")
     assert result["d0004"]["error"].startswith("STRING_TOO_LONG: ")
     assert not any(out["retriable"])
     assert result["d0000"]["error"] is None
-    assert seen[-1] == (10, 10)
+    assert seen[-1] == (11, 11)
 
     kickoff, offsite, private = (result[f"d{i:04d}"]["new_id"] for i in range(3))
     rels = {r["RelationId"]: r for r in org.relations(kickoff)}
@@ -497,6 +525,35 @@ def test_apply_shared_activities_off_writes_one_who_and_invitee_relations(sb):
     frame = sf.extract({"ann@example.com": ann}, *WINDOW)
     assert len(frame["invitees"][0]) == 2
 
+    # An invitee record gone meanwhile: the event is written (applied) and the relation error is kept.
+    gone = org.add_contact("gone@x.com", "Gone")
+    org.delete("Contact", gone, org.api_user_id)
+    out = sf.apply(deltas([create_row(ann, "Demo 2", dt(2025, 3, 11, 9), dt(2025, 3, 11, 10),
+                                      invitees=[inv(gone, email="gone@x.com"), inv(c1, email="c1@x.com")])]), info)
+    row = out.row(0, named=True)
+    assert row["status"] == "applied" and row["new_id"]
+    assert row["error"].startswith("relations: "), row["error"]
+    assert [r["RelationId"] for r in org.relations(row["new_id"])] == [c1]
+
+
+def test_update_moves_the_who_with_shared_activities_on(sb):
+    org = sb.org
+    ann = org.add_user("ann@example.com")
+    c1, c2 = org.add_contact("c1@x.com", "One"), org.add_contact("c2@x.com", "Two")
+    event = org.add_event(ann, "Call", dt(2025, 3, 5, 9), dt(2025, 3, 5, 10), who_ids=[c1])
+    sf = connect(sb)
+    out = sf.apply(
+        deltas([{"op": "update", "target_id": event, "subject": "Call", "start": dt(2025, 3, 5, 9), "end": dt(2025, 3, 5, 10),
+                 "is_all_day": False, "description": "", "is_private": False,
+                 "invitees": [inv(c1, response="accepted", email="c1@x.com")], "who_ids": [c2]}]),
+        sf.org_info(),
+    )
+    assert out["status"].to_list() == ["applied"], out["error"].to_list()
+    assert out["error"][0] is None
+    rels = {r["RelationId"]: (r["IsInvitee"], r["IsParent"], r["Status"]) for r in org.relations(event)}
+    assert rels == {c1: (True, False, "Accepted"), c2: (False, True, "New")}
+    assert org.record(event)["WhoId"] == c2
+
 
 def test_apply_batches_200_records_a_call_and_reports_progress(sb):
     org = sb.org
@@ -530,7 +587,8 @@ def test_a_503_mid_apply_keeps_what_was_done_and_marks_the_rest_retriable(sb):
     assert out["status"].value_counts().sort("status").rows() == [("applied", 200), ("failed", 250)]
     failed = out.filter(pl.col("status") == "failed")
     assert failed["retriable"].all()
-    assert failed["error"][0].startswith("Salesforce is unavailable (SERVER_UNAVAILABLE")
+    assert failed["error"][0].startswith("write_failed: Salesforce is unavailable (SERVER_UNAVAILABLE")
+    assert failed["error"][-1].startswith("not_written: ")
     assert len([e for e in org.events() if e["Subject"].startswith("Slot")]) == 200
 
 
@@ -564,6 +622,31 @@ def test_daily_limit_stops_apply_with_api_limit_exceeded_and_outcomes_for_every_
     assert out.filter(pl.col("status") == "failed")["retriable"].all()
     with pytest.raises(ApiLimitExceeded):
         sf.extract({"ann@example.com": ann}, *WINDOW)
+
+
+def test_sandbox_throttle_reply_reads_as_the_daily_limit(sb):
+    # The sandbox's "throttle" fault answers 403 REQUEST_LIMIT_EXCEEDED "TotalRequests Limit exceeded.",
+    # which is Salesforce's daily-allocation reply, so it stops the run rather than being retried.
+    ann = sb.org.add_user("ann@example.com")
+    sf = connect(sb)
+    sf.org_info()
+    sb.faults.add("throttle", route="/query")
+    with pytest.raises(ApiLimitExceeded):
+        sf.extract({"ann@example.com": ann}, *WINDOW)
+
+
+def test_a_create_whose_reply_was_lost_is_retriable_and_found_by_key_on_replay(sb):
+    org = sb.org
+    ann = org.add_user("ann@example.com")
+    sf = connect(sb)
+    info = sf.org_info()
+    sb.faults.add("drop_after_write", route="composite/sobjects")
+    out = sf.apply(deltas([create_row(ann, "Lost reply", dt(2025, 3, 3, 9), dt(2025, 3, 3, 10))]), info)
+    row = out.row(0, named=True)
+    assert (row["status"], row["retriable"]) == ("failed", True)
+    assert "find_by_key" in row["error"]
+    # The write did reach the server: a replay must pair with it rather than create it again.
+    assert len(sf.find_by_key(ann, "Lost reply", dt(2025, 3, 3, 9), dt(2025, 3, 3, 10), False)) == 1
 
 
 def test_a_rejected_session_is_fatal_and_the_message_has_no_secret(sb):

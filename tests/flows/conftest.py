@@ -98,7 +98,12 @@ class World:
         return [e for e in self.sb.salesforce.org.events() if e["OwnerId"] == uid]
 
     def mail_items(self, mailbox: str) -> list[dict]:
-        return self.sb.exchange.org.items(mailbox)
+        """The mailbox's items, with start/end as aware datetimes."""
+        items = self.sb.exchange.org.items(mailbox)
+        for item in items:
+            for k in ("start", "end"):
+                item[k] = datetime.fromisoformat(item[k].replace("Z", "+00:00"))
+        return items
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -30,7 +31,8 @@ def test_r1_salesforce_event_appears_in_mailbox_with_all_six_fields(world):
     carol = world.ids["carol@customer.example"]
     sb.salesforce.org.add_event(world.ids[ALICE], "Pipeline review", at(2, 14), at(2, 15),
                                 description="Q1 opportunities", invitee_ids=[carol])
-    sb.salesforce.org.add_event(world.ids[ALICE], "Trade show", at(5, 0), at(7, 0), is_all_day=True)
+    # Salesforce keeps an all-day event's end on its last day: days 5 and 6.
+    sb.salesforce.org.add_event(world.ids[ALICE], "Trade show", at(5, 0), at(6, 0), is_all_day=True)
     summary = world.sync()
     assert summary["status"] == "succeeded", summary
     item = _one(world.mail_items(ALICE), subject="Pipeline review")
@@ -40,8 +42,10 @@ def test_r1_salesforce_event_appears_in_mailbox_with_all_six_fields(world):
     assert not item["is_all_day"]
     allday = _one(world.mail_items(ALICE), subject="Trade show")
     assert allday["is_all_day"]
-    # Alice's mailbox is in Berlin: the all-day event keeps its dates there.
-    assert str(allday["start_date"]) == str((at(5, 0)).date()) and str(allday["end_date"]) == str(at(7, 0).date())
+    # Alice's mailbox is in Berlin: the all-day event keeps its dates (days 5 and 6) there.
+    berlin = ZoneInfo("Europe/Berlin")
+    assert allday["start"].astimezone(berlin).date() == at(5, 0).date()
+    assert allday["end"].astimezone(berlin).date() == at(7, 0).date()  # Exchange: exclusive end
     assert len(summary["users"][ALICE]["created"]["email"]) == 2
 
 
@@ -163,7 +167,7 @@ def test_duplicates_are_left_alone_and_recorded(world):
 def test_second_run_plans_zero_deltas(world):
     org = world.sb.salesforce.org
     org.add_event(world.ids[ALICE], "Kick-off", at(1, 9), at(1, 10), invitee_ids=[world.ids["carol@customer.example"]])
-    org.add_event(world.ids[BOB], "Offsite", at(8, 0), at(10, 0), is_all_day=True)
+    org.add_event(world.ids[BOB], "Offsite", at(8, 0), at(9, 0), is_all_day=True)
     org.add_event(world.ids[ALICE], "Doctor", at(2, 8), at(2, 9), is_private=True, description="check-up")
     world.sb.exchange.org.add_item(BOB, "Roadmap", at(2, 13), at(2, 14), required_attendees=["frank@prospect.example"],
                                    organizer=BOB)

@@ -20,7 +20,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
-from .conftest_salesforce import NOW, T0, hours, people, sb, sf, sf_server  # noqa: F401
+from .conftest_salesforce import T0, hours, people, sb, sf, sf_server  # noqa: F401
 
 CONSUMER_KEY = "3MVG9calsyncSandboxConsumerKey"
 

@@ -101,7 +101,7 @@ def test_duration_rules(sf, people):
     assert sf.Event.get(eid)["DurationInMinutes"] == 60  # nothing written
 
 
-def test_all_day_events(sf, people):
+def test_all_day_events(sf, sb, people):
     one = sf.Event.create({"Subject": "Offsite", "IsAllDayEvent": True, "ActivityDate": "2026-11-24"})["id"]
     ev = sf.Event.get(one)
     assert ev["StartDateTime"] == ev["EndDateTime"] == "2026-11-24T00:00:00.000+0000"  # inclusive end
@@ -126,6 +126,10 @@ def test_all_day_events(sf, people):
     sf.Event.update(eid, {"IsAllDayEvent": True})
     ev = sf.Event.get(eid)
     assert (ev["StartDateTime"], ev["DurationInMinutes"]) == ("2026-11-24T00:00:00.000+0000", 1440)
+    day = T0.replace(hour=0)
+    one = sb.org.add_event(people.ann, "seed 1d", day, day, is_all_day=True)
+    two = sb.org.add_event(people.ann, "seed 2d", day, day + timedelta(days=1), is_all_day=True)
+    assert [sf.Event.get(i)["DurationInMinutes"] for i in (one, two)] == [1440, 2880]
 
 
 @pytest.mark.parametrize(
