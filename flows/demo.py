@@ -93,7 +93,7 @@ def run_demo(seed: Path | None = None, store: Path | None = None, today: date | 
         print("\n== second run", second["run_id"], second["status"])
         print(render_table(second))
     print(f"\nDuckDB store: {store}")
-    print(f"  try: duckdb {store} \"SELECT * FROM v_runs\"   (or: calsync history --config {config})")
+    print(f"  see the runs: ./run.sh calsync history --store {store}")
     if second["totals"]["deltas"] != 0:
         print(f"\nFAIL: the second run planned {second['totals']['deltas']} deltas; expected none")
         return 1

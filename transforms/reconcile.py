@@ -230,9 +230,13 @@ def reconcile(
     synced = u.select("user_key")
     directory = inv.prepare_directory(conform(directory, {"record_id": pl.String, "record_type": pl.String, "email": pl.String, "owner_id": pl.String}))
 
-    ev_all = normalise(events).join(
-        u.select("user_key", pl.col("mailbox").alias("_u_mailbox"), "win_start", "win_end"), on="user_key", how="left", validate="m:1"
-    ).with_columns(
+    ev_all = normalise(events)
+    # the window columns are joined on a narrow frame and stacked back: joining the wide frame would
+    # copy every invitee list
+    win = ev_all.select("user_key", "side", "mailbox", "start", "end").join(
+        u.select("user_key", pl.col("mailbox").alias("_u_mailbox"), "win_start", "win_end"),
+        on="user_key", how="left", validate="m:1", maintain_order="left",
+    ).select(
         ((pl.col("start") < pl.col("win_end")) & (pl.col("end") > pl.col("win_start"))).alias("in_window"),
         # R15/C17: an email event from another mailbox than the user's current one is never touched.
         (
@@ -240,8 +244,8 @@ def reconcile(
             & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | pl.col("_u_mailbox").is_null() | (pl.col("mailbox") == pl.col("_u_mailbox")))
         ).alias("_synced"),
     )
-    result_events = ev_all.select(_EVENT_COLS)
-    ev = ev_all.filter(pl.col("_synced")).select(_EVENT_COLS)
+    result_events = ev_all.hstack([win["in_window"]])
+    ev = result_events if win["_synced"].all() else result_events.filter(win["_synced"])
     ev_sf = ev.filter(pl.col("side") == SF)
     ev_em = ev.filter(pl.col("side") == EM)
 
