@@ -33,13 +33,13 @@ from transforms.schema import (
     NOTE_SCHEMA,
     OUTCOME_SCHEMA,
     PAIR_SCHEMA,
+    PRIVATE_SUBJECT,
     USER_SCHEMA,
     conform,
     empty,
 )
 
 SCHEMA_VERSION = 1
-PRIVATE_SUBJECT = "Private"
 
 _DUCK_TYPES = {
     pl.String: "VARCHAR",

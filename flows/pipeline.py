@@ -38,6 +38,7 @@ Progress = Callable[[str, int, int], None]
 class Connections:
     salesforce: SalesforceConnector
     exchange: ExchangeConnector
+    sf_calls: list[int] = field(default_factory=lambda: [0])  # Salesforce HTTP calls this run
 
     def close(self) -> None:
         self.exchange.close()
@@ -49,6 +50,12 @@ def connect(cfg: Config) -> Connections:
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE must not override the CA we were told to trust
     session.verify = str(s.ca_file) if s.ca_file else True
+    calls = [0]
+
+    def count(response, *args, **kwargs):  # noqa: ARG001 - requests hook signature
+        calls[0] += 1
+
+    session.hooks["response"].append(count)
     if s.auth == "session":
         sf = SalesforceConnector.from_session(
             s.instance_url, s.session_id.get(), session=session, version=s.api_version
@@ -66,7 +73,7 @@ def connect(cfg: Config) -> Connections:
     e = cfg.exchange
     ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
                            time_zones={u.mailbox: u.time_zone for u in cfg.users})
-    return Connections(sf, ex)
+    return Connections(sf, ex, calls)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -96,11 +103,6 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extra
     users_cfg = cfg.enabled_users
     notes: list[dict] = []
     org = conns.salesforce.org_info()
-    if org.required_fields:
-        notes.append(_note("*", "notice", "required_field",
-                           "Salesforce Event has required custom field(s) "
-                           f"{', '.join(org.required_fields)}: events from email are not created in "
-                           "Salesforce until the field is optional or defaulted (C18)."))
     sf_ids = conns.salesforce.user_ids([u.email for u in users_cfg])
     rows = []
     for u in users_cfg:
@@ -223,12 +225,13 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
          progress: Progress | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Apply ``deltas`` side by side; after each side, record its outcomes and the pair state they
     justify in one transaction. Returns (all outcomes, new pairs)."""
-    current = _refresh_pairs(pairs, refresh)
+    # Stored hashes of pairs whose sides changed with nothing to write (see reconcile's pair_refresh).
+    current = apply_outcomes(pairs, deltas.head(0), empty(OUTCOME_SCHEMA), run_id, refresh=refresh)
     all_outcomes: list[pl.DataFrame] = []
     no_call = deltas.filter(pl.col("op").cast(pl.String).is_in(["pair", "unpair"]))
     writes = deltas.filter(~pl.col("op").cast(pl.String).is_in(["pair", "unpair"]))
     steps: list[tuple[str, pl.DataFrame, Callable[[pl.DataFrame], pl.DataFrame]]] = []
-    if no_call.height or refresh is not None:
+    if no_call.height or (refresh is not None and refresh.height):
         steps.append(("pairs", no_call, _no_call_outcomes))
     sf_deltas = writes.filter(pl.col("target_side").cast(pl.String) == "salesforce")
     em_deltas = writes.filter(pl.col("target_side").cast(pl.String) == "email")
@@ -262,12 +265,5 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
         all_outcomes.append(outcomes)
     outcomes = pl.concat(all_outcomes) if all_outcomes else empty(OUTCOME_SCHEMA)
     return outcomes, current
-
-
-def _refresh_pairs(pairs: pl.DataFrame, refresh: pl.DataFrame | None) -> pl.DataFrame:
-    """Stored hashes of pairs whose sides changed without anything to write (see reconcile)."""
-    if refresh is None or refresh.height == 0:
-        return pairs
-    return pairs.update(refresh.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left")
 
 

@@ -47,7 +47,7 @@ def summarise(deltas: pl.DataFrame, outcomes: pl.DataFrame, notes: pl.DataFrame)
             e["pairs_dropped"] += 1
     notices = []
     for row in notes.iter_rows(named=True):
-        if row["user_key"] == "*":
+        if row["user_key"] in (None, "*"):
             notices.append(row["detail"])
             continue
         e = entry(row["user_key"])

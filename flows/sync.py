@@ -97,9 +97,8 @@ def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stag
     return summary
 
 
-def _api_calls(conns: pipeline.Connections) -> int | None:
-    usage = conns.salesforce.api_usage() if hasattr(conns.salesforce, "api_usage") else None
-    return usage[0] if usage else None
+def _api_calls(conns: pipeline.Connections) -> int:
+    return conns.sf_calls[0]
 
 
 def _reason(exc: BaseException) -> str:

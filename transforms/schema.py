@@ -161,8 +161,9 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "new_version": pl.String,  # the target's change token after the write, when known
 }
 
-# Columns transforms.normalise adds to an EVENT_SCHEMA frame. Both are hex digests, so a snapshot
-# can keep them for private events whose subject it does not keep (R9).
+# Columns transforms.normalise adds to an EVENT_SCHEMA frame. Both are digests (decimal strings of
+# polars' 64-bit hash, stable for the pinned polars version), so a snapshot can keep them for private
+# events whose subject it does not keep (R9).
 DERIVED_SCHEMA: dict[str, pl.DataType] = {
     "key": pl.String,  # C3: normalised subject, all-day flag, start, end
     "content_hash": pl.String,  # synced fields only (R1), never version/last_modified
