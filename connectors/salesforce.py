@@ -74,9 +74,12 @@ class _Stop(Exception):
 class SalesforceConnector:
     """Reads and writes one Salesforce org's calendar for the synced users."""
 
-    def __init__(self, sf: Salesforce, timeout: float = 60.0) -> None:
+    def __init__(self, sf: Salesforce, timeout: float = 60.0, batch_size: int = BATCH) -> None:
+        if not 1 <= batch_size <= BATCH:
+            raise ValueError(f"batch_size must be 1..{BATCH}, got {batch_size}")
         self._sf = sf
         self._timeout = timeout
+        self.batch_size = batch_size
         self._org: OrgInfo | None = None
 
     # --- connecting ----------------------------------------------------------------------------
@@ -306,13 +309,13 @@ class SalesforceConnector:
             tick()
 
         try:
-            for batch in chunks(by_op["delete"], BATCH):
+            for batch in chunks(by_op["delete"], self.batch_size):
                 self._delete_batch(batch, record)
                 tick()
-            for batch in chunks(by_op["update"], BATCH):
+            for batch in chunks(by_op["update"], self.batch_size):
                 self._update_batch(batch, org, record)
                 tick()
-            for batch in chunks(by_op["create"], BATCH):
+            for batch in chunks(by_op["create"], self.batch_size):
                 self._create_batch(batch, org, record)
                 tick()
         except (_Stop, CalsyncError) as exc:

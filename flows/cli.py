@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generate", metavar="USERSxEVENTS")
     p.add_argument("--today", type=date.fromisoformat)
     p.set_defaults(func=_cmd_sandbox)
+
+    from flows.deploy import add_commands as add_schedule_commands
+
+    add_schedule_commands(sub)
     return parser
 
 

@@ -98,6 +98,7 @@ class ExchangeSettings:
     username: str
     password: Secret
     auth_type: str = "ntlm"
+    max_retry_wait_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -257,11 +258,15 @@ def _exchange(raw: Any, env: dict[str, str]) -> ExchangeSettings:
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"[exchange] endpoint: expected an http(s):// URL of EWS, got {endpoint!r}")
     username = _str(raw, "username", where)
+    wait = raw.get("max_retry_wait_s", 60)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 3600:
+        raise ConfigError(f"[exchange] max_retry_wait_s: expected seconds from 0 to 3600, got {wait!r}")
     return ExchangeSettings(
         endpoint=endpoint,
         username=username,
         password=_secret(raw, "password", where, env, True),
         auth_type=_choice(raw, "auth_type", where, EWS_AUTHS, "ntlm"),
+        max_retry_wait_s=float(wait),
     )
 
 

@@ -317,32 +317,32 @@ def serve_sync(config_path: Path, api_url: str, *, schedules: Sequence | None = 
                name: str = DEPLOYMENT_NAME) -> None:
     """Register the sync flow as deployment ``calsync-sync/<name>`` on ``api_url`` and serve it until
     Ctrl-C or SIGTERM (the runner then pauses the deployment)."""
+    from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.types.entrypoint import EntrypointType
 
     from flows.sync import sync_flow
 
-    # The runner starts each flow run in a subprocess with this environment: point it at the same
-    # server and let it import the project from anywhere.
+    # Each flow run is a `python -m prefect.engine` subprocess with this environment: point it at the
+    # same server and let it import the project from anywhere.
     os.environ["PREFECT_API_URL"] = api_url
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the deployment's entrypoint becomes flows/sync.py:sync_flow, relative to ROOT
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            sync_flow.serve(
-                name=name,
-                schedules=list(schedules) if schedules is not None else default_schedules(),
-                parameters={"config_path": str(config_path)},
-                description="calsync: two-way calendar sync (C22: every 2 hours on even UTC hours;"
-                            " `calsync start` = now and every 10 minutes until `calsync stop`)",
-                tags=["calsync"],
-                limit=1,  # one sync at a time from this process (the store lock guards the rest)
-                pause_on_shutdown=True,
-                print_starting_message=False,
-            )
-    finally:
-        os.chdir(cwd)
-
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        deployment = sync_flow.to_deployment(
+            name=name,
+            schedules=list(schedules) if schedules is not None else default_schedules(),
+            parameters={"config_path": str(config_path)},
+            description="calsync: two-way calendar sync (C22: every 2 hours on even UTC hours;"
+                        " `calsync start` = now and every 10 minutes until `calsync stop`)",
+            tags=["calsync"],
+            # The runs import flows.sync.sync_flow afresh. (`sync_flow.serve()` would instead
+            # cloudpickle the flow into each run; flows.sync's postponed annotations then lose
+            # `date` and every run fails parameter validation.)
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        serve(deployment,
+              limit=1,  # one sync at a time from this process (the store lock guards the rest)
+              pause_on_shutdown=True, print_starting_message=False)
 
 def deploy(config: Path) -> int:
     """``calsync deploy``: register and serve the deployment; starts a local server if needed."""

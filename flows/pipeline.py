@@ -70,9 +70,11 @@ def connect(cfg: Config) -> Connections:
             s.consumer_key.get(), s.consumer_secret.get(), s.domain,
             session=session, version=s.api_version,
         )
+    sf.batch_size = cfg.sync.batch_size
     e = cfg.exchange
     ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
-                           time_zones={u.mailbox: u.time_zone for u in cfg.users})
+                           time_zones={u.mailbox: u.time_zone for u in cfg.users},
+                           batch_size=min(cfg.sync.batch_size, 100), max_wait_s=e.max_retry_wait_s)
     return Connections(sf, ex, calls)
 
 

@@ -5,8 +5,8 @@ timeouts) are retried, and only on the read stage: a write is never blindly repe
 records an outcome per delta, and a replay finishes what a failed load left).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
+# signature, and a served run (which unpickles the flow) must be able to resolve `date`.
 import dataclasses
 from datetime import date, datetime, timezone
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Fault injection shared by the sandbox servers.
 
 A fault is armed for the next ``count`` calls whose route matches (``route`` is a substring of the
-request path, or of the SOAP operation name for Exchange; ``None`` matches every call). Kinds:
+request path, or of the SOAP operation name for Exchange; ``None`` matches every call), after letting
+the first ``after`` matching calls through (so a test can fail a load after k writes). Kinds:
 
 - ``http_503``: answer 503 Service Unavailable without touching state.
 - ``timeout``: hold the request for ``delay_s`` seconds and then close it unanswered.
@@ -25,7 +26,9 @@ class Fault:
     route: str | None = None
     backoff_ms: int = 500
     delay_s: float = 2.0
+    after: int = 0
     fired: int = 0
+    passed: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -34,6 +37,7 @@ class Fault:
             "route": self.route,
             "backoff_ms": self.backoff_ms,
             "delay_s": self.delay_s,
+            "after": self.after,
             "fired": self.fired,
         }
 
@@ -52,12 +56,15 @@ class Faults:
         route: str | None = None,
         backoff_ms: int = 500,
         delay_s: float = 2.0,
+        after: int = 0,
     ) -> Fault:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
         if count < 1:
             raise ValueError("fault count must be at least 1")
-        fault = Fault(kind, count, route, backoff_ms, delay_s)
+        if after < 0:
+            raise ValueError("fault 'after' must be 0 or more")
+        fault = Fault(kind, count, route, backoff_ms, delay_s, after)
         with self._lock:
             self._armed.append(fault)
         return fault
@@ -67,6 +74,9 @@ class Faults:
         with self._lock:
             for fault in self._armed:
                 if fault.route is None or fault.route in route:
+                    if fault.passed < fault.after:
+                        fault.passed += 1
+                        return None
                     fault.fired += 1
                     if fault.fired >= fault.count:
                         self._armed.remove(fault)

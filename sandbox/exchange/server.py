@@ -202,7 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"now": app.clock.now().isoformat()})
         elif path == "/_sandbox/faults":
             fault = app.faults.add(p["kind"], int(p.get("count", 1)), p.get("route"),
-                                   int(p.get("backoff_ms", 500)), float(p.get("delay_s", 2.0)))
+                                   int(p.get("backoff_ms", 500)), float(p.get("delay_s", 2.0)),
+                                   int(p.get("after", 0)))
             self._json(200, fault.to_json())
         elif path == "/_sandbox/mailboxes":
             mbx = org.add_mailbox(p["email"], p.get("time_zone", "UTC"), p.get("password"))

@@ -578,6 +578,7 @@ class Control:
                     fault = app.faults.add(
                         str(body.get("kind")), int(body.get("count", 1)), body.get("route"),
                         int(body.get("backoff_ms", 500)), float(body.get("delay_s", 2.0)),
+                        int(body.get("after", 0)),
                     )
                 except (TypeError, ValueError) as exc:
                     return self.bad(str(exc))

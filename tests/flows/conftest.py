@@ -54,14 +54,15 @@ class World:
     today: date = TODAY
     config_path: Path | None = None
 
-    def configure(self, *blocks: str, extra: str = "") -> Path:
+    def configure(self, *blocks: str, extra: str = "", exchange: str = "max_retry_wait_s = 2") -> Path:
+        """Write the config; ``extra`` goes into [sync], ``exchange`` into [exchange]."""
         users = "".join(blocks) or (user_block(ALICE_, time_zone="Europe/Berlin")
                                     + user_block(BOB_, time_zone="America/New_York"))
         self.config_path = write_config(self.sb, {}, self.tmp / "calsync.toml", self.tmp / "calsync.duckdb",
                                         env=self.env, users=users)
-        if extra:
-            text = self.config_path.read_text().replace("[sync]\n", "[sync]\n" + extra + "\n")
-            self.config_path.write_text(text)
+        text = self.config_path.read_text()
+        text = text.replace("[sync]\n", "[sync]\n" + extra + "\n").replace("[exchange]\n", "[exchange]\n" + exchange + "\n")
+        self.config_path.write_text(text)
         return self.config_path
 
     def sync(self, today: date | None = None, allow_deletes: bool = False) -> dict:
