@@ -141,7 +141,7 @@ class Store:
     def _migrate(self) -> None:
         with self.transaction():
             self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+            row = self.one("SELECT max(version) FROM schema_version")
             current = row[0] if row and row[0] is not None else 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
@@ -180,6 +180,11 @@ class Store:
             self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
         finally:
             self.con.unregister("_frame")
+
+    def one(self, sql: str, params: list | None = None) -> tuple | None:
+        """The first row of a query (read whole: DuckDB 2 refuses other work on a half-read result)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
 
     def _frame(self, sql: str, params: list | None = None, schema: dict | None = None) -> pl.DataFrame:
         result = self.con.sql(sql, params=params or None).pl()
@@ -231,7 +236,8 @@ class Store:
 
     def run(self, run_id: str) -> dict | None:
         cur = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        row = cur.fetchone()
+        rows = cur.fetchall()  # fetch everything: DuckDB 2 keeps a half-read result open
+        row = rows[0] if rows else None
         if row is None:
             return None
         return dict(zip([d[0] for d in cur.description], row))
@@ -313,9 +319,7 @@ class Store:
         }
 
     def has_snapshot(self, run_id: str) -> bool:
-        row = self.con.execute(
-            "SELECT count(*) FROM user_snapshots WHERE run_id = ?", [run_id]
-        ).fetchone()
+        row = self.one("SELECT count(*) FROM user_snapshots WHERE run_id = ?", [run_id])
         return bool(row and row[0])
 
     # -- pairs, deltas, outcomes ----------------------------------------------------------------

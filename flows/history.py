@@ -17,7 +17,8 @@ def history_frames(store: Store, run_id: str | None = None, limit: int = 20) -> 
     return {
         "run": store._frame("SELECT * FROM v_runs WHERE run_id = ?", [run_id]),
         "changes": store._frame(
-            "SELECT user_key, op, target_side, reason, source_id, target_id, subject, start, status, error"
+            "SELECT user_key, op, target_side, reason, source_id, target_id, before_subject, after_subject,"
+            " after_start, status, error"
             " FROM v_changes WHERE run_id = ? ORDER BY user_key, op", [run_id]),
         "notes": store._frame(
             "SELECT user_key, kind, reason, side, native_id, detail FROM notes WHERE run_id = ?"

@@ -18,6 +18,7 @@ from connectors.errors import CalsyncError
 from connectors.store import Store
 from flows import pipeline
 from flows.config import Config
+from flows.lock import run_lock
 from flows.summary import summarise
 from transforms.reconcile import Settings, apply_outcomes, reconcile
 from transforms.schema import DELTA_SCHEMA, OUTCOME_SCHEMA, conform, empty
@@ -46,11 +47,11 @@ def check_replayable(store: Store, run_id: str) -> dict:
             " can be replayed, and nothing was written. Fix the cause (error: "
             f"{run['error'] or 'unknown'}) and run a new sync."
         )
-    later = store.con.execute(
+    later = store.one(
         "SELECT run_id FROM runs WHERE mode = 'sync' AND started_at > ? AND run_id <> ?"
         " ORDER BY started_at LIMIT 1",
         [run["started_at"], run_id],
-    ).fetchone()
+    )
     if later:
         raise NotReplayable(
             f"run {later[0]} started after {run_id} and planned from newer state: replaying the older"
@@ -90,12 +91,12 @@ def _already_there(conns: pipeline.Connections, creates: pl.DataFrame) -> pl.Dat
 
 def replay(cfg: Config, run_id: str) -> dict:
     """Apply what ``run_id`` left undone. Returns a summary of the replay."""
-    with Store(cfg.store_path) as store:
+    replay_id = pipeline.new_run_id()
+    with run_lock(cfg.store_path, replay_id), Store(cfg.store_path) as store:
         run = check_replayable(store, run_id)
         deltas = recompute(store, run_id, run)
         done = store.outcomes(run_id).filter(pl.col("status") == "applied")["delta_id"]
         pending = deltas.filter(~pl.col("delta_id").is_in(done.implode()))
-        replay_id = pipeline.new_run_id()
         store.start_run(replay_id, "replay", run["today"], replay_of=run_id)
         conns = pipeline.connect(cfg)
         try:

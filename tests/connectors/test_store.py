@@ -31,7 +31,7 @@ def test_tables_created_and_versioned(tmp_path):
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         assert {"runs", "event_snapshots", "invitee_snapshots", "pairs", "deltas", "delta_outcomes"} <= tables
     with Store(tmp_path / "s.duckdb") as store:  # reopening migrates nothing twice
-        assert store.con.execute("SELECT count(*), max(version) FROM schema_version").fetchone() == (1, SCHEMA_VERSION)
+        assert store.one("SELECT count(*), max(version) FROM schema_version") == (1, SCHEMA_VERSION)
 
 
 def test_snapshot_keeps_no_private_details(tmp_path):
