@@ -19,7 +19,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # validated before anything starts
     if args.no_prefect:
-        summary = run_sync(cfg, args.today, args.allow_deletes)
+        from flows.progress import TerminalProgress
+
+        with TerminalProgress() as progress:
+            summary = run_sync(cfg, args.today, args.allow_deletes, progress=progress)
     else:
         summary = sync_flow(str(args.config), args.today, args.allow_deletes)
     if args.json:

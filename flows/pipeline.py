@@ -99,7 +99,8 @@ def _note(user_key: str, kind: str, reason: str, detail: str, side: str | None =
             "reason": reason, "detail": detail}
 
 
-def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extracted:
+def extract(cfg: Config, conns: Connections, store: Store, today: date,
+            progress: Progress | None = None) -> Extracted:
     """Read both calendars of every enabled user (one query for all on Salesforce), plus every
     paired event that left the window (by id, so a missing one is a confirmed deletion)."""
     users_cfg = cfg.enabled_users
@@ -137,7 +138,7 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extra
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
     email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.exchange, users, mine, w_start, w_end)
+        conns.exchange, users, mine, w_start, w_end, progress)
     notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
@@ -165,12 +166,15 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date) -> Extra
 
 
 def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: pl.DataFrame,
-                       w_start: datetime, w_end: datetime) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+                       w_start: datetime, w_end: datetime, progress: Progress | None = None,
+                       ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """Read each mailbox on its own, so one mailbox's trouble (impersonation refused, no such
     mailbox) leaves the other users syncing. Returns (events, notes, failed users, unreadable ids)."""
     frames, notes, failed, unreadable = [], [], set(), set()
     first_error: FatalError | None = None
-    for user_key, mailbox in users.select("user_key", "mailbox").iter_rows():
+    for i, (user_key, mailbox) in enumerate(users.select("user_key", "mailbox").iter_rows()):
+        if progress:
+            progress("read mailboxes", i, users.height)
         confirm = pairs.filter(pl.col("user_key") == user_key)["email_id"].drop_nulls().to_list()
         try:
             frames.append(exchange.extract({user_key: mailbox}, w_start, w_end, confirm_ids={user_key: confirm}))
@@ -184,6 +188,8 @@ def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: 
             if native_id:
                 unreadable.add(native_id)
             notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
+    if progress:
+        progress("read mailboxes", users.height, users.height)
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
     events = pl.concat([conform(f, EVENT_SCHEMA) for f in frames]) if frames else empty(EVENT_SCHEMA)
@@ -241,11 +247,11 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
     opted_in = set(users.filter(pl.col("send_external_invites"))["mailbox"].to_list())
 
     def _sf(d: pl.DataFrame) -> pl.DataFrame:
-        cb = (lambda done, total: progress("salesforce", done, total)) if progress else None
+        cb = (lambda done, total: progress("write salesforce", done, total)) if progress else None
         return conns.salesforce.apply(d, org, progress=cb)
 
     def _em(d: pl.DataFrame) -> pl.DataFrame:
-        cb = (lambda done, total: progress("email", done, total)) if progress else None
+        cb = (lambda done, total: progress("write email", done, total)) if progress else None
         return conns.exchange.apply(d, internal=internal, send_external=opted_in, progress=cb)
 
     if sf_deltas.height:

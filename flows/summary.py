@@ -109,3 +109,32 @@ def render_table(summary: dict) -> str:
         for s in u["skipped"]:
             lines.append(f"skipped {user}: {s['reason']} {s['side'] or ''} {s['native_id'] or ''} {s['detail'] or ''}".rstrip())
     return "\n".join(lines)
+
+
+def render_markdown(summary: dict) -> str:
+    """The summary as the Prefect artifact: counts by user and operation, then conflicts and errors."""
+    lines = [f"# calsync run `{summary.get('run_id', '?')}`: {summary.get('status', '?')}", ""]
+    lines += ["| user | SF created | SF updated | SF deleted | email created | email updated | email deleted"
+              " | pairs made | pairs dropped | duplicates | conflicts | skipped | failed |",
+              "|---" * 13 + "|"]
+    for user, u in summary["users"].items():
+        cells = [str(len(u[k][s])) for s in ("salesforce", "email") for k in ("created", "updated", "deleted")]
+        cells += [str(u["pairs_made"]), str(u["pairs_dropped"]), str(u["duplicates"]),
+                  str(len(u["conflicts"])), str(len(u["skipped"])), str(len(u["failed"]))]
+        lines.append(f"| {user} | " + " | ".join(cells) + " |")
+    t = summary["totals"]
+    lines += ["", f"**{t['deltas']} deltas**: {t['applied']} applied, {t['failed']} failed; "
+              f"{t['conflicts']} conflicts, {t['duplicates']} duplicates, {t['skipped']} skipped.", ""]
+    conflicts = [(user, c) for user, u in summary["users"].items() for c in u["conflicts"]]
+    if conflicts:
+        lines += ["## Conflicts", ""] + [f"- {user}: {c['reason']}: {c['detail']}" for user, c in conflicts] + [""]
+    errors = [(user, f) for user, u in summary["users"].items() for f in u["failed"]]
+    refused = [(user, u["refused"]) for user, u in summary["users"].items() if u["refused"]]
+    if errors or refused:
+        lines += ["## Errors", ""]
+        lines += [f"- {user}: {f['op']} on {f['side']}: {f['error']}" for user, f in errors]
+        lines += [f"- {user}: refused: {msg}" for user, msg in refused]
+        lines.append("")
+    if summary.get("notices"):
+        lines += ["## Notices", ""] + [f"- {n}" for n in summary["notices"]]
+    return "\n".join(lines)

@@ -20,7 +20,8 @@ from connectors.store import Store
 from flows import pipeline
 from flows.config import Config, load_config
 from flows.lock import run_lock
-from flows.summary import render_table, summarise
+from flows.progress import TerminalProgress
+from flows.summary import render_markdown, summarise
 
 
 def _retriable(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
@@ -46,6 +47,7 @@ def run_sync(
     run_id: str | None = None,
     stage=None,
     lock_wait_s: float = 0.0,
+    progress=None,
 ) -> dict:
     """One sync run for every enabled user. ``stage(name, fn, *args)`` runs a stage (Prefect tasks
     inside the flow, plain calls otherwise). Returns the summary with ``run_id`` and ``status``."""
@@ -53,10 +55,10 @@ def run_sync(
     run_id = run_id or pipeline.new_run_id()
     stage = stage or (lambda _name, fn, *args: fn(*args))
     with run_lock(cfg.store_path, run_id, wait_s=lock_wait_s):
-        return _run_locked(cfg, today, allow_deletes, run_id, stage)
+        return _run_locked(cfg, today, allow_deletes, run_id, stage, progress)
 
 
-def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stage) -> dict:
+def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stage, progress) -> dict:
     store = Store(cfg.store_path)
     current = "connect"
     try:
@@ -64,7 +66,7 @@ def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stag
         conns = pipeline.connect(cfg)
         try:
             current = "extract"
-            ex = stage("extract", pipeline.extract, cfg, conns, store, today)
+            ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress)
             current = "snapshot"
             events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
             current = "reconcile"
@@ -74,7 +76,7 @@ def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stag
             current = "load"
             outcomes, _pairs = stage(
                 "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
-                ex.users, getattr(result, "pair_refresh", None),
+                ex.users, result.pair_refresh, progress,
             )
             current = "finish"
             summary = summarise(result.deltas, outcomes, store.notes(run_id))
@@ -115,7 +117,8 @@ def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool =
         # Inputs are live connections and the store: nothing to cache or persist.
         return task(name=name, cache_policy=NO_CACHE, **_TASK_OPTIONS.get(name, {}))(fn)(*args)
 
-    summary = run_sync(cfg, today, allow_deletes, stage=stage)
+    with TerminalProgress() as progress:
+        summary = run_sync(cfg, today, allow_deletes, stage=stage, progress=progress)
     _publish(summary)
     return summary
 
@@ -124,7 +127,7 @@ def _publish(summary: dict) -> None:
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        body = "# calsync run " + summary["run_id"] + "\n\n```\n" + render_table(summary) + "\n```\n"
-        create_markdown_artifact(markdown=body, key="calsync-summary", description="calsync sync summary")
+        create_markdown_artifact(markdown=render_markdown(summary), key="calsync-summary",
+                                 description=f"calsync run {summary['run_id']}")
     except Exception:  # noqa: BLE001 - a summary artifact must never fail the run
         get_run_logger().warning("could not publish the summary artifact")

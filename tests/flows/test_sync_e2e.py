@@ -202,3 +202,17 @@ def test_flow_runs_under_prefect_and_publishes_summary(world, prefect_harness):
     summary = sync_flow(str(world.config_path), world.today)
     assert summary["status"] == "succeeded"
     assert len(_mail(world, ALICE, "Prefect-run meeting")) == 1
+
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def latest():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["calsync-summary"])))
+            return [a for a in found if summary["run_id"] in (a.description or "")]
+
+    (artifact,) = asyncio.run(latest())
+    assert f"| {ALICE} | 0 | 0 | 0 | 1 |" in artifact.data
