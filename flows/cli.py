@@ -19,12 +19,19 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # validated before anything starts
     if args.no_prefect:
+        from flows.lock import RunInProgress
         from flows.progress import TerminalProgress
 
-        with TerminalProgress() as progress:
-            summary = run_sync(cfg, args.today, args.allow_deletes, progress=progress)
+        try:
+            with TerminalProgress() as progress:
+                summary = run_sync(cfg, args.today, args.allow_deletes, progress=progress)
+        except RunInProgress as exc:
+            summary = {"status": "skipped", "message": str(exc)}
     else:
         summary = sync_flow(str(args.config), args.today, args.allow_deletes)
+    if summary["status"] == "skipped":
+        print(f"calsync: skipped: {summary['message']}", file=sys.stderr)
+        return 4
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -19,7 +19,7 @@ from connectors.errors import ApiLimitExceeded, RetriableError
 from connectors.store import Store
 from flows import pipeline
 from flows.config import Config, load_config
-from flows.lock import run_lock
+from flows.lock import RunInProgress, run_lock
 from flows.progress import TerminalProgress
 from flows.summary import render_markdown, summarise
 
@@ -117,8 +117,13 @@ def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool =
         # Inputs are live connections and the store: nothing to cache or persist.
         return task(name=name, cache_policy=NO_CACHE, **_TASK_OPTIONS.get(name, {}))(fn)(*args)
 
-    with TerminalProgress() as progress:
-        summary = run_sync(cfg, today, allow_deletes, stage=stage, progress=progress)
+    try:
+        with TerminalProgress() as progress:
+            summary = run_sync(cfg, today, allow_deletes, stage=stage, progress=progress)
+    except RunInProgress as exc:
+        # Skipping is the designed outcome, not a failure: the next scheduled run picks it up.
+        get_run_logger().warning("skipped: %s", exc)
+        return {"status": "skipped", "message": str(exc), "users": {}, "totals": {"deltas": 0}}
     _publish(summary)
     return summary
 
