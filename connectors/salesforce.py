@@ -23,7 +23,7 @@ Messages never carry the session id or any secret.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import polars as pl
@@ -55,6 +55,7 @@ from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, co
 __all__ = ["OrgInfo", "SalesforceConnector", "classify_error"]
 
 BATCH = 200  # sObject Collections maximum per call
+DAY = timedelta(days=1)
 IDS_PER_QUERY = 300  # ids in one SOQL IN list: keeps the GET URL well under Salesforce's 16 KB
 EMAILS_PER_QUERY = 200
 # A delete of a record already deleted (recycle bin) or no longer there (purged) counts as applied.
@@ -204,8 +205,43 @@ class SalesforceConnector:
                 rows[row["native_id"]] = row
         if not rows:
             return empty(EVENT_SCHEMA)
+        self._group_organizers([r for r in rows.values() if r["is_child"]], owner_key)
         frame = pl.DataFrame(list(rows.values()), schema=EVENT_SCHEMA, strict=False)
         return conform(frame, EVENT_SCHEMA).sort("user_key", "start", "native_id")
+
+    def _group_organizers(self, children: list[dict[str, Any]], owner_key: Mapping[str, str]) -> None:
+        """C15/R13: a child event's organizer is its parent's owner, not the child's owner (the invitee).
+
+        No EventRelation points at a child, so the parent is found from the invitee side: the parent
+        event that invites the child's owner (IsInvitee) with the same subject and times. A child whose
+        parent cannot be found keeps its owner as organizer.
+        """
+        if not children:
+            return
+        uid_of = {key: uid for uid, key in owner_key.items()}
+        owners = sorted({uid_of[c["user_key"]] for c in children if c["user_key"] in uid_of})
+        lo = min(c["start"] for c in children) - DAY
+        hi = max(c["end"] for c in children) + DAY
+        parents: dict[tuple, str] = {}
+        for part in chunks(owners, IDS_PER_QUERY):
+            soql = format_soql(
+                "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
+                " Event.EndDateTime, Event.IsAllDayEvent, Event.ActivityDate, Event.DurationInMinutes"
+                " FROM EventRelation WHERE IsInvitee = true AND RelationId IN {owners}"
+                " AND Event.IsChild = false AND Event.StartDateTime < {hi} AND Event.EndDateTime > {lo}",
+                owners=part, hi=hi, lo=lo,
+            )
+            for rel in self._query(soql, "read group event organizers"):
+                ev = rel.get("Event") or {}
+                email = ((ev.get("Owner") or {}).get("Email") or "").strip().lower()
+                if not email:
+                    continue
+                key = (rel.get("RelationId"), ev.get("Subject"), event_bounds(ev))
+                parents.setdefault(key, email)
+        for c in children:
+            found = parents.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
+            if found:
+                c["organizer_email"] = found
 
     def directory(self, emails: Sequence[str]) -> pl.DataFrame:
         """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive)."""

@@ -363,8 +363,8 @@ def test_r13_first_user_becomes_organizer_no_second_copy(world):
     assert len(_pairs(world, BOB)) == 1  # Bob's child is linked to his delivered copy
 
 
-def test_r13_later_user_finds_the_copy(world):
-    # Alice syncs alone first; Bob joins later and links his child event to the delivered copy.
+def _alice_then_bob(world):
+    # Alice syncs alone first; Bob starts syncing later.
     world.configure(user_block(ALICE))
     world.sb.salesforce.org.add_event(world.ids[ALICE], "Board prep", at(6, 9), at(6, 10),
                                       invitee_ids=[world.ids[BOB]])
@@ -372,8 +372,25 @@ def test_r13_later_user_finds_the_copy(world):
     world.configure(user_block(ALICE), user_block(BOB))
     s = world.sync()
     assert s["status"] == "succeeded", s
-    assert len(_mail(world, BOB, "Board prep")) == 1
+    return s
+
+
+def test_r13_later_user_creates_no_second_copy(world):
+    s = _alice_then_bob(world)
     assert s["totals"]["created"] == 0, s
+    assert [i for i in world.mail_items(BOB) if i["organizer"] == BOB] == []
+    assert "child_event" in _reasons(s, BOB)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "transforms/reconcile.py, R13/C11/C15: when a user starts syncing after the organizer's copy was written, "
+    "the organizer's pair is not re-projected (its hashes did not change), so the new synced user is never "
+    "added as an attendee and never receives the meeting; his child event waits (child_event) forever"))
+def test_r13_later_user_receives_the_meeting(world):
+    _alice_then_bob(world)
+    world.sync()
+    assert _attendees(_one(world.mail_items(ALICE), subject="Board prep")) == [BOB]
+    assert len(_mail(world, BOB, "Board prep")) == 1
 
 
 def test_r14_email_meeting_gives_each_user_own_copy(world):

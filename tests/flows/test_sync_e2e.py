@@ -191,14 +191,13 @@ def test_every_delta_has_an_outcome_and_a_bad_event_does_not_stop_the_rest(world
 
 
 @pytest.mark.prefect
-def test_flow_runs_under_prefect_and_publishes_summary(world, prefect_harness):
+def test_flow_runs_under_prefect_and_publishes_summary(world, prefect_harness, monkeypatch):
     from flows.sync import sync_flow
 
     world.sb.salesforce.org.add_event(world.ids[ALICE], "Prefect-run meeting", at(1, 9), at(1, 10))
     world.configure()
-    import os
-
-    os.environ.update(world.env)
+    for k, v in world.env.items():
+        monkeypatch.setenv(k, v)
     summary = sync_flow(str(world.config_path), world.today)
     assert summary["status"] == "succeeded"
     assert len(_mail(world, ALICE, "Prefect-run meeting")) == 1
@@ -216,3 +215,26 @@ def test_flow_runs_under_prefect_and_publishes_summary(world, prefect_harness):
 
     (artifact,) = asyncio.run(latest())
     assert f"| {ALICE} | 0 | 0 | 0 | 1 |" in artifact.data
+
+
+@pytest.mark.prefect
+def test_flow_retries_extract_on_retriable_errors_only(world, prefect_harness, monkeypatch):
+    from connectors.errors import FatalError
+    from flows.sync import sync_flow
+
+    world.sb.salesforce.org.add_event(world.ids[ALICE], "After a 503", at(1, 9), at(1, 10))
+    world.configure()
+    for k, v in world.env.items():
+        monkeypatch.setenv(k, v)
+    world.sb.faults.add("http_503", count=1, route="/query")
+    summary = sync_flow(str(world.config_path), world.today)
+    assert summary["status"] == "succeeded"  # the extract task was retried after the 503
+    assert len(_mail(world, ALICE, "After a 503")) == 1
+
+    monkeypatch.setenv("CALSYNC_SF_SESSION_ID", "00Dwrong!session")
+    calls = world.sb.salesforce.org.api_calls()
+    with pytest.raises(FatalError, match="re-authenticate|session"):
+        sync_flow(str(world.config_path), world.today)
+    # One refused call, no retries of a fatal error.
+    assert world.sb.salesforce.org.api_calls() - calls <= 1
+    assert "00Dwrong" not in str(world.query("SELECT error FROM runs"))
