@@ -86,6 +86,9 @@ from exchangelib.version import EXCHANGE_2016
 
 from connectors.errors import FatalError, RetriableError
 from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform
+from connectors import exchange_fastparse
+
+exchange_fastparse.install()
 
 log = logging.getLogger(__name__)
 
