@@ -205,20 +205,36 @@ class SalesforceConnector:
                 rows[row["native_id"]] = row
         if not rows:
             return empty(EVENT_SCHEMA)
-        self._group_organizers([r for r in rows.values() if r["is_child"]], owner_key)
+        self._group_organizers(list(rows.values()), owner_key)
         frame = pl.DataFrame(list(rows.values()), schema=EVENT_SCHEMA, strict=False)
         return conform(frame, EVENT_SCHEMA).sort("user_key", "start", "native_id")
 
-    def _group_organizers(self, children: list[dict[str, Any]], owner_key: Mapping[str, str]) -> None:
+    def _group_organizers(self, rows: list[dict[str, Any]], owner_key: Mapping[str, str]) -> None:
         """C15/R13: a child event's organizer is its parent's owner, not the child's owner (the invitee).
 
         No EventRelation points at a child, so the parent is found from the invitee side: the parent
         event that invites the child's owner (IsInvitee) with the same subject and times. A child whose
-        parent cannot be found keeps its owner as organizer.
+        parent cannot be found keeps its owner as organizer. A query is made only for children whose
+        parent is not among ``rows`` (its owner is not synced).
         """
+        children = rows
+        uid_of = {key: uid for uid, key in owner_key.items()}
+        # Most parents are owned by a synced user and already read: match those without a query.
+        known = {}
+        for r in children:
+            if r["is_child"]:
+                continue
+            for inv in r["invitees"]:
+                if inv.get("record_type") == "user" and inv.get("record_id"):
+                    known.setdefault((inv["record_id"], r["subject"], (r["start"], r["end"])), r)
+        children = [c for c in children if c["is_child"]]
+        for c in children:
+            found = known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
+            if found:
+                c["organizer_email"] = found["user_key"]
+        children = [c for c in children if not known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))]
         if not children:
             return
-        uid_of = {key: uid for uid, key in owner_key.items()}
         owners = sorted({uid_of[c["user_key"]] for c in children if c["user_key"] in uid_of})
         lo = min(c["start"] for c in children) - DAY
         hi = max(c["end"] for c in children) + DAY

@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sandbox)
 
     from flows.deploy import add_commands as add_schedule_commands
+    from flows.push import add_commands as add_push_commands
 
     add_schedule_commands(sub)
+    add_push_commands(sub)
     return parser
 
 

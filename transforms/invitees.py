@@ -28,10 +28,10 @@ def prepare_directory(directory: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def explode_invitees(work: pl.DataFrame, column: str) -> pl.DataFrame:
-    """``wid`` plus one row per invitee of ``column`` (fields unnested)."""
+def explode_invitees(work: pl.DataFrame, column: str, carry: tuple[str, ...] = ()) -> pl.DataFrame:
+    """``wid`` (and the ``carry`` columns) plus one row per invitee of ``column`` (fields unnested)."""
     return (
-        work.select("wid", pl.col(column).alias("_inv"))
+        work.select("wid", *carry, pl.col(column).alias("_inv"))
         .explode("_inv", empty_as_null=False, keep_nulls=False)
         .unnest("_inv")
         .with_columns(pl.col("email").str.to_lowercase())
@@ -75,9 +75,7 @@ def email_to_salesforce(work: pl.DataFrame, directory: pl.DataFrame, *, shared_a
     is_create. Returns wid, invitees (payload), invitees_rb (as Salesforce reads it back: tentative -> none),
     who_ids (null when an update keeps the target's set of invitee records, C14).
     """
-    att = explode_invitees(work, "b_invitees").join(
-        work.select("wid", "user_key", "mailbox", "sf_user_id", "b_organizer"), on="wid", validate="m:1"
-    )
+    att = explode_invitees(work, "b_invitees", carry=("user_key", "mailbox", "sf_user_id", "b_organizer"))
     # C5/C19: the organizer is not an invitee of their own meeting; attendees without an address are ignored.
     att = att.filter(
         pl.col("email").is_not_null()
@@ -131,12 +129,13 @@ def email_to_salesforce(work: pl.DataFrame, directory: pl.DataFrame, *, shared_a
         .agg(pl.col("record_id").unique().sort().alias("_cur"))
     )
     empty = pl.lit([], dtype=pl.List(pl.String))
+    # each of these has one row per wid (grouped by it); the result keeps the order of ``work``
     out = (
         work.select("wid", "is_create")
-        .join(lists, on="wid", how="left", validate="1:1")
-        .join(who, on="wid", how="left", validate="1:1")
-        .join(new_set, on="wid", how="left", validate="1:1")
-        .join(cur_set, on="wid", how="left", validate="1:1")
+        .join(lists, on="wid", how="left", maintain_order="left")
+        .join(who, on="wid", how="left", maintain_order="left")
+        .join(new_set, on="wid", how="left", maintain_order="left")
+        .join(cur_set, on="wid", how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col("is_create") | (pl.col("_new").fill_null(empty) != pl.col("_cur").fill_null(empty)))
             .then(pl.col("who_ids").fill_null(empty))
@@ -152,12 +151,12 @@ def salesforce_to_email(work: pl.DataFrame, directory: pl.DataFrame, synced: pl.
     Attendees: Contacts and Leads with an address plus invited Users who are synced users (record_type
     "user": the Exchange loader sends these the meeting, C20). Existing responses stay, new attendees start
     with none; attendees Salesforce cannot represent are kept. ``synced``: the synced users' user_key.
-    Returns wid, invitees, invitees_rb (the same: email reads back what is written).
+    Returns wid, invitees, invitees_rb (the same: email reads back what is written): one row per row of
+    ``work``, in its order (``wid`` must be unique).
     """
     synced_emails = synced.select(pl.col("user_key").alias("email"), pl.lit(True).alias("_synced"))
     src = (
-        explode_invitees(work, "b_invitees")
-        .join(work.select("wid", "user_key"), on="wid", validate="m:1")
+        explode_invitees(work, "b_invitees", carry=("user_key",))
         .join(synced_emails, on="email", how="left", validate="m:1")
         .filter(
             pl.col("email").is_not_null()
@@ -179,6 +178,6 @@ def salesforce_to_email(work: pl.DataFrame, directory: pl.DataFrame, synced: pl.
     kept = current.join(known, on="email", how="anti").join(src.select("wid", "email"), on=["wid", "email"], how="anti")
     rows = pl.concat([src.select("wid", *_INV_FIELDS), kept.select("wid", *_INV_FIELDS)], how="vertical_relaxed")
     lists = rows.group_by("wid").agg(to_invitee_list().alias("invitees"))
-    return work.select("wid").join(lists, on="wid", how="left", validate="1:1").with_columns(
+    return work.select("wid").join(lists, on="wid", how="left", maintain_order="left").with_columns(
         pl.col("invitees").alias("invitees_rb"), pl.lit(None, dtype=pl.List(pl.String)).alias("who_ids")
     )

@@ -92,12 +92,17 @@ def normalise(events: pl.DataFrame) -> pl.DataFrame:
         subj, pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"), pl.col("is_private"),
         pl.col("invitees"), cleaned=True,
     )
+    # a frame normalised before (the pipeline normalises at snapshot time) keeps its digests as they are:
+    # coalescing complete columns would compute ~2 million digests only to throw them away
+    done = {c: c in events.columns and events[c].null_count() == 0 for c in DERIVED_SCHEMA}
     if "key" in events.columns:
-        key = pl.coalesce(pl.col("key"), key)
+        key = pl.col("key") if done["key"] else pl.coalesce(pl.col("key"), key)
     if "content_hash" in events.columns:
-        chash = pl.coalesce(pl.col("content_hash"), chash)
+        chash = pl.col("content_hash") if done["content_hash"] else pl.coalesce(pl.col("content_hash"), chash)
     cols = [c for c in EVENT_SCHEMA if c in events.columns]
-    return events.with_columns(clean_subject(pl.col("subject")).alias("_clean")).select(
+    if not all(done.values()):
+        events = events.with_columns(clean_subject(pl.col("subject")).alias("_clean"))
+    return events.select(
         *[pl.col(c).cast(EVENT_SCHEMA[c]) for c in cols],
         key.cast(DERIVED_SCHEMA["key"]).alias("key"),
         chash.cast(DERIVED_SCHEMA["content_hash"]).alias("content_hash"),

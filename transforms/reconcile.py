@@ -26,6 +26,7 @@ pair_refresh    stored hashes to write for pairs that changed but need no write 
 from __future__ import annotations
 
 import hashlib
+from operator import methodcaller
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -35,9 +36,7 @@ from transforms import invitees as inv
 from transforms.normalise import clean_subject, content_hash_expr, normalise
 from transforms.schema import (
     DELTA_SCHEMA,
-    DERIVED_SCHEMA,
     DESCRIPTION_MAX,
-    EVENT_SCHEMA,
     INVITEE,
     MAX_EVENT_DAYS,
     NOTE_SCHEMA,
@@ -50,14 +49,12 @@ from transforms.schema import (
     UTC_US,
     Side,
     conform,
-    empty,
 )
 from transforms.window import window_bounds
 
 SF, EM = "salesforce", "email"
 PFX = {SF: "sf_", EM: "em_"}
 _EMPTY_INV = pl.lit([], dtype=pl.List(INVITEE))
-_EVENT_COLS = [*EVENT_SCHEMA, *DERIVED_SCHEMA, "in_window"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,8 @@ def _sha1_column(df: pl.DataFrame, cols: list[str], prefix: str) -> pl.Series:
     # sha1 (not polars' hash) because pair and delta ids are stored and compared across machines and
     # polars versions by replay; it runs over the planned rows only, which are few.
     joined = df.select(pl.concat_str([pl.lit(prefix), *[pl.col(c).cast(pl.String).fill_null("") for c in cols]], separator="|"))
-    return pl.Series([hashlib.sha1(s.encode()).hexdigest() for s in joined.to_series().to_list()], dtype=pl.String)
+    raw = joined.to_series().cast(pl.Binary).to_list()  # the UTF-8 bytes, without a Python encode per row
+    return pl.Series(list(map(methodcaller("digest"), map(hashlib.sha1, raw))), dtype=pl.Binary).bin.encode("hex")
 
 
 def _notes(df: pl.DataFrame, kind: str, reason: pl.Expr | str, detail: pl.Expr | str, side: pl.Expr | str = "side",
@@ -131,52 +129,6 @@ def prepare_users(users: pl.DataFrame, today: date) -> pl.DataFrame:
         pl.col("direction").is_in(["both", "email_to_salesforce"]).alias("e2s"),
         pl.col("allow_mass_delete").fill_null(False),
     )
-
-
-def _filter_flags(pool: pl.DataFrame, users: pl.DataFrame, directory: pl.DataFrame) -> pl.DataFrame:
-    """R5/C5 per pool event: has_invitee, has_contact_lead, passes (the user's filter mode)."""
-    el = pl.element().struct
-    # C5: a Salesforce invitee is an IsInvitee relation (what the connector lists); an email invitee is an
-    # attendee with an address other than the organizer (and the mailbox owner).
-    inv_count = pl.col("invitees").list.eval(
-        (el.field("email").is_not_null() | el.field("record_id").is_not_null()).cast(pl.Int32)
-    ).list.sum()
-    exploded = inv.explode_invitees(pool.with_row_index("wid"), "invitees").filter(pl.col("email").is_not_null())
-    with_idx = pool.with_row_index("wid")
-    em_att = exploded.join(with_idx.select("wid", "side", "user_key", "organizer_email", "mailbox"), on="wid", validate="m:1").filter(
-        (pl.col("side") == EM)
-        & (pl.col("email") != pl.col("organizer_email").str.to_lowercase().fill_null(""))
-        & (pl.col("email") != pl.col("user_key"))
-        & (pl.col("email") != pl.col("mailbox").str.to_lowercase().fill_null(""))
-    )
-    em_invitee = em_att.select("wid").unique().with_columns(pl.lit(True).alias("_em_inv"))
-    em_cl = em_att.join(directory.select("email").unique(), on="email", how="semi").select("wid").unique().with_columns(
-        pl.lit(True).alias("_em_cl")
-    )
-    out = (
-        with_idx.join(em_invitee, on="wid", how="left", validate="1:1")
-        .join(em_cl, on="wid", how="left", validate="1:1")
-        .with_columns(
-            pl.when(pl.col("side") == SF)
-            .then(inv_count.fill_null(0) > 0)
-            .otherwise(pl.col("_em_inv").fill_null(False))
-            .alias("has_invitee"),
-            pl.when(pl.col("side") == SF)
-            .then(pl.col("invitees").list.eval(el.field("record_type").is_in(inv.REPRESENTABLE_TYPES)).list.any().fill_null(False))
-            .otherwise(pl.col("_em_cl").fill_null(False))
-            .alias("has_contact_lead"),
-        )
-        .join(users.select("user_key", "filter_mode"), on="user_key", how="left", validate="m:1")
-        .with_columns(
-            pl.when(pl.col("filter_mode") == "all").then(True)
-            .when(pl.col("filter_mode") == "with_invitee").then(pl.col("has_invitee"))
-            .when(pl.col("filter_mode") == "with_contact_or_lead").then(pl.col("has_contact_lead"))
-            .otherwise(False)
-            .alias("passes")
-        )
-        .drop("wid", "_em_inv", "_em_cl", "filter_mode")
-    )
-    return out
 
 
 def _validity(start: pl.Expr, end: pl.Expr, subject_missing: pl.Expr) -> pl.Expr:
@@ -213,7 +165,113 @@ def _group_designation(ev_sf: pl.DataFrame, bound_sf: pl.DataFrame, users: pl.Da
     )
 
 
+def _passes(pool: pl.DataFrame, events: pl.DataFrame, directory: pl.DataFrame) -> pl.Series:
+    """R5/C5 ``passes`` per pool row (needs side, user_key, organizer_email, mailbox, filter_mode, rid into
+    ``events``). Only the invitee modes look at invitees, so only their rows gather and explode them."""
+    mode = pool["filter_mode"]
+    passes = (mode == "all").fill_null(False).alias("passes")
+    need = mode.is_in(["with_invitee", "with_contact_or_lead"]).fill_null(False)
+    if not need.any():
+        return passes
+    sub = pool.filter(need).select("side", "user_key", "organizer_email", "mailbox", "filter_mode", "rid")
+    sub = sub.hstack(_take(events, ["invitees"], sub["rid"])[0]).with_row_index("i")
+    el = pl.col("email")
+    # C5: a Salesforce invitee is an IsInvitee relation (what the connector lists); an email invitee is an
+    # attendee with an address other than the organizer (and the mailbox owner).
+    att = (
+        sub.select("i", "side", "user_key", pl.col("organizer_email").str.to_lowercase().fill_null("").alias("_org"),
+                   pl.col("mailbox").str.to_lowercase().fill_null("").alias("_mb"), "invitees")
+        .explode("invitees", empty_as_null=False, keep_nulls=False)
+        .unnest("invitees")
+        .with_columns(el.str.to_lowercase())
+    )
+    em_att = el.is_not_null() & (el != pl.col("_org")) & (el != pl.col("user_key")) & (el != pl.col("_mb"))
+    att = att.select(
+        "i",
+        pl.when(pl.col("side") == SF).then(el.is_not_null() | pl.col("record_id").is_not_null()).otherwise(em_att).fill_null(False).alias("_inv"),
+        pl.when(pl.col("side") == SF).then(pl.col("record_type").is_in(inv.REPRESENTABLE_TYPES))
+        .otherwise(em_att & el.is_in(directory["email"].unique().implode())).fill_null(False).alias("_cl"),
+    )
+    flags = att.group_by("i").agg(pl.col("_inv").any(), pl.col("_cl").any())
+    got = sub.select("i", "filter_mode").join(flags, on="i", how="left", maintain_order="left").select(
+        pl.when(pl.col("filter_mode") == "with_invitee").then(pl.col("_inv")).otherwise(pl.col("_cl")).fill_null(False)
+    ).to_series()
+    return passes.scatter(need.arg_true(), got)
+
+
 # --------------------------------------------------------------------------------------------- reconcile
+
+
+# rows of the events frame are addressed by position (``rid``): the planner works on a narrow frame of ids,
+# digests, flags and times, and gathers the wide columns (subject, description, invitees) by position only
+# for the few rows it writes (see _WIDE).
+_NARROW = ["side", "user_key", "native_id", "version", "start", "end", "is_all_day", "is_private", "organizer_email",
+           "last_modified", "is_child", "mailbox", "key", "content_hash"]
+_ID_SEED = 0x1D5E_ED01
+
+
+def _id_hash(user: pl.Expr, native_id: pl.Expr) -> pl.Expr:
+    """A transient 64-bit digest of (user, native id): joins on it are much cheaper than on two strings.
+    Never stored; every match is confirmed on the strings (``_lookup_rid``)."""
+    return pl.struct(user.alias("u"), native_id.alias("i")).hash(_ID_SEED)
+
+
+def _raise_duplicates(df: pl.DataFrame, cols: list[str], what: str) -> None:
+    """The exact (slow) check behind a failed cheap one: raise a ValueError naming a repeated id, if any."""
+    dup = (
+        df.select(cols).drop_nulls().group_by(cols).len()
+        .filter(pl.col("len") > 1).sort(cols)
+    )
+    if dup.height:
+        first = dup.row(0, named=True)
+        more = f" ({dup.height - 1} more repeated)" if dup.height > 1 else ""
+        ids = ", ".join(f"{c}={first[c]!r}" for c in cols)
+        raise ValueError(f"{what}: {ids} appears {first['len']} times{more}; each must be unique")
+
+
+def _ensure_unique(df: pl.DataFrame, hashes: pl.Series, cols: list[str], what: str) -> bool:
+    """True when ``hashes`` (digests of ``cols``) are unique, so joins on them are exact once confirmed.
+    Otherwise raises on a real duplicate, or returns False on a mere digest collision."""
+    if hashes.n_unique() == hashes.len():
+        return True
+    _raise_duplicates(df, cols, what)
+    return False
+
+
+def _lookup_rid(query: pl.DataFrame, table: pl.DataFrame, unique_hash: bool, nw: pl.DataFrame) -> pl.Series:
+    """``rid`` of each row of ``query`` (user_key, native_id, h) in ``table`` (user_key, native_id, h, rid: one
+    side's events, unique), aligned with ``query``; null when absent. ``nw``: the events, addressed by rid."""
+    if not unique_hash:  # a digest collision among the events (never seen): join on the strings
+        return query.join(
+            table.select("user_key", "native_id", "rid"), on=["user_key", "native_id"], how="left", maintain_order="left"
+        )["rid"]
+    m = query.select("h").with_row_index("q").join(table.select("h", "rid"), on="h", how="inner")
+    rid = pl.repeat(None, query.height, dtype=pl.UInt32, eager=True).scatter(m["q"], m["rid"])
+    # confirm on the strings: a digest match of different ids is no match
+    same = (nw["native_id"].gather(rid) == query["native_id"]) & (nw["user_key"].gather(rid) == query["user_key"])
+    return pl.select(pl.when(same.fill_null(False)).then(rid)).to_series().alias("rid")
+
+
+def _gather(frame: pl.DataFrame, rid: pl.Series, cols: dict[str, str]) -> list[pl.Series]:
+    """``frame``'s (narrow) columns at positions ``rid`` (null where rid is null), renamed {column: alias}."""
+    return [frame[c].gather(rid).alias(a) for c, a in cols.items()]
+
+
+def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
+    """``frame[cols]`` at the positions of each of ``rids`` (null where the rid is null).
+
+    For wide columns (lists of structs, long strings): gathering those straight from a many-chunk frame
+    costs ~2 us a row in polars, so the rows needed are first filtered out (one ordered pass, cheap) and
+    gathered from that small single-chunk copy.
+    """
+    keys = pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls().unique().sort()
+    mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(keys, True)
+    sub = frame.select(cols).filter(mask).rechunk()
+    out = []
+    for rid in rids:
+        pos = pl.select(pl.when(rid.is_not_null()).then(keys.search_sorted(rid.fill_null(0)))).to_series()
+        out.append(sub.select(pl.all().gather(pos)))
+    return out
 
 
 def reconcile(
@@ -225,17 +283,25 @@ def reconcile(
     today: date,
     settings: Settings = Settings(),
 ) -> ReconcileResult:
-    """Plan one run for every user in ``users`` (see the module docstring and DESIGN.md)."""
+    """Plan one run for every user in ``users`` (see the module docstring and DESIGN.md).
+
+    Raises ValueError naming the id when a user, an event id (per user and side) or a stored pair's side
+    id is not unique: that is corrupt state or a connector bug, and the run stops rather than guess.
+    """
     u = prepare_users(users, today)
+    if u["user_key"].n_unique() != u.height:
+        _raise_duplicates(u, ["user_key"], "users")
+    u = u.with_row_index("uid")
     synced = u.select("user_key")
     directory = inv.prepare_directory(conform(directory, {"record_id": pl.String, "record_type": pl.String, "email": pl.String, "owner_id": pl.String}))
 
     ev_all = normalise(events)
-    # the window columns are joined on a narrow frame and stacked back: joining the wide frame would
-    # copy every invitee list
-    win = ev_all.select("user_key", "side", "mailbox", "start", "end").join(
-        u.select("user_key", pl.col("mailbox").alias("_u_mailbox"), "win_start", "win_end"),
-        on="user_key", how="left", validate="m:1", maintain_order="left",
+    # per-user attributes by the user's position (uid): a lookup, not a join that copies every event
+    uid = ev_all.select(
+        pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
+    ).to_series()
+    win = ev_all.select("side", "mailbox", "start", "end").hstack(
+        _gather(u, uid, {"win_start": "win_start", "win_end": "win_end", "mailbox": "_u_mailbox"})
     ).select(
         ((pl.col("start") < pl.col("win_end")) & (pl.col("end") > pl.col("win_start"))).alias("in_window"),
         # R15/C17: an email event from another mailbox than the user's current one is never touched.
@@ -245,38 +311,49 @@ def reconcile(
         ).alias("_synced"),
     )
     result_events = ev_all.hstack([win["in_window"]])
-    ev = result_events if win["_synced"].all() else result_events.filter(win["_synced"])
-    ev_sf = ev.filter(pl.col("side") == SF)
-    ev_em = ev.filter(pl.col("side") == EM)
+    # the narrow events, addressed by position (rid); the wide columns are fetched by _take when needed
+    nw = ev_all.select(_NARROW).hstack([win["in_window"], uid])
+    is_synced = win["_synced"]
+    all_synced = bool(is_synced.all())
+
+    def side_table(name: str) -> tuple[pl.DataFrame, bool]:
+        keep = pl.col("side") == name
+        if not all_synced:
+            keep = keep & is_synced
+        t = nw.select("user_key", "native_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid"), keep.alias("_k")).filter("_k")
+        t = t.select("user_key", "native_id", "rid", _id_hash(pl.col("user_key"), pl.col("native_id")).alias("h"))
+        return t, _ensure_unique(t, t["h"], ["user_key", "native_id"], f"{name} events")
+
+    ev_sf, sf_exact = side_table(SF)
+    ev_em, em_exact = side_table(EM)
 
     # ---- stored pairs -------------------------------------------------------------------------------
-    p = conform(pairs, PAIR_SCHEMA).join(
-        u.select("user_key", pl.col("mailbox").alias("_u_mailbox"), "s2e", "e2s", "allow_mass_delete"),
-        on="user_key",
-        how="inner",
-        validate="m:1",
-    )
+    p = conform(pairs, PAIR_SCHEMA)
+    p = p.hstack([p.select(
+        pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
+    ).to_series()]).filter(pl.col("uid").is_not_null())  # pairs of synced users only
+    p = p.hstack(_gather(u, p["uid"], {"mailbox": "_u_mailbox", "s2e": "s2e", "e2s": "e2s", "allow_mass_delete": "allow_mass_delete",
+                                       "sf_user_id": "sf_user_id"}))
     switched = pl.col("mailbox").is_not_null() & pl.col("_u_mailbox").is_not_null() & (pl.col("mailbox") != pl.col("_u_mailbox"))
-    moved = p.filter(switched)
-    ap = p.filter(~switched)
+    if p.select(switched.any()).item():
+        moved = p.filter(switched)
+        ap = p.filter(~switched)
+    else:
+        moved, ap = p.clear(), p
 
-    def narrow(frame: pl.DataFrame, pfx: str, id_col: str) -> pl.DataFrame:
-        return frame.select(
-            "user_key",
-            pl.col("native_id").alias(id_col),
-            pl.col("in_window").alias(pfx + "in"),
-            pl.col("content_hash").alias(pfx + "now"),
-            pl.col("last_modified").alias(pfx + "lm"),
-            pl.col("is_private").alias(pfx + "priv"),
-            pl.col("is_child").fill_null(False).alias(pfx + "child"),
-            pl.col("version").alias(pfx + "version"),
-        )
-
-    # 1:1 must hold: a native id belongs to at most one pair, and a side lists an event once. A violation
+    # A native id belongs to at most one pair, and a side lists an event once (checked above). A violation
     # is corrupt state or a connector bug, and the run stops rather than guess.
-    st = ap.join(narrow(ev_sf, "sf_", "sf_id"), on=["user_key", "sf_id"], how="left", validate="1:1").join(
-        narrow(ev_em, "em_", "email_id"), on=["user_key", "email_id"], how="left", validate="1:1"
-    )
+    rids = []
+    for id_col, table, exact, what in (("sf_id", ev_sf, sf_exact, "stored pairs' sf_id"), ("email_id", ev_em, em_exact, "stored pairs' email_id")):
+        q = ap.select("user_key", pl.col(id_col).alias("native_id"), _id_hash(pl.col("user_key"), pl.col(id_col)).alias("h"))
+        _ensure_unique(q, q["h"], ["user_key", "native_id"], what)
+        rids.append(_lookup_rid(q, table, exact, nw))
+    sf_rid, em_rid = rids[0].alias("sf_rid"), rids[1].alias("em_rid")
+    st = ap.hstack([
+        sf_rid, em_rid,
+        *_gather(nw, sf_rid, {"in_window": "sf_in", "content_hash": "sf_now", "is_child": "sf_child"}),
+        *_gather(nw, em_rid, {"in_window": "em_in", "content_hash": "em_now"}),
+    ]).with_columns(pl.col("sf_child").fill_null(False))
     sf_here, em_here = pl.col("sf_in").is_not_null(), pl.col("em_in").is_not_null()
     sf_changed = sf_here & pl.col("sf_now").ne_missing(pl.col("sf_hash"))
     em_changed = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
@@ -302,18 +379,20 @@ def reconcile(
         .otherwise(pl.lit("release_direction"))  # C8: one-way source stays authoritative
         .alias("action"),
     )
+    acting = st.filter(pl.col("action") != "keep")  # most pairs are unchanged: everything below skips them
+    acting = acting.hstack([nw["version"].gather(acting["sf_rid"]).alias("sf_version"),
+                            nw["version"].gather(acting["em_rid"]).alias("em_version")])
 
     released = pl.col("action").is_in(["release_changed", "release_direction"])
-    bound = st.filter(~released)
-    bound_sf = bound.filter(pl.col("sf_in").is_not_null()).select("user_key", pl.col("sf_id").alias("native_id"))
-    bound_em = bound.filter(pl.col("em_in").is_not_null()).select("user_key", pl.col("email_id").alias("native_id"))
+    kept = st.select(pl.col("sf_rid"), pl.col("em_rid"), released.alias("_r")).filter(~pl.col("_r"))
+    bound_rid = pl.concat([kept["sf_rid"], kept["em_rid"]]).drop_nulls()
 
     # unpair deltas: mailbox switch, both sides gone, released survivors, linked pairs that lost a side
     unpairs = pl.concat(
         [
             moved.select("user_key", "pair_id", _side(EM).alias("target_side"), pl.col("email_id").alias("target_id"),
                          pl.col("sf_id").alias("source_id"), pl.lit("mailbox_changed").alias("reason"), "mailbox"),
-            st.filter(pl.col("action") != "keep").filter(pl.col("action").is_in(["gone", "unlink", "release_changed", "release_direction"])).select(
+            acting.filter(pl.col("action").is_in(["gone", "unlink", "release_changed", "release_direction"])).select(
                 "user_key",
                 "pair_id",
                 pl.when(pl.col("action") == "gone").then(_side(SF)).otherwise(_other(pl.col("survivor"))).alias("target_side"),
@@ -332,7 +411,7 @@ def reconcile(
         ]
     ).with_columns(pl.lit("unpair").alias("op"))
 
-    deletes = st.filter(pl.col("action") == "delete").select(
+    deletes = acting.filter(pl.col("action") == "delete").select(
         "user_key",
         "pair_id",
         pl.lit("delete").alias("op"),
@@ -346,52 +425,60 @@ def reconcile(
     )
 
     # ---- pool: unpaired in-window events --------------------------------------------------------------
-    pool = pl.concat(
-        [
-            ev_sf.filter(pl.col("in_window")).join(bound_sf, on=["user_key", "native_id"], how="anti"),
-            ev_em.filter(pl.col("in_window")).join(bound_em, on=["user_key", "native_id"], how="anti"),
-        ]
-    )
+    in_pool = nw["in_window"].fill_null(False)
+    if not all_synced:
+        in_pool = in_pool & is_synced
+    in_pool = in_pool & ~pl.zeros(nw.height, pl.Boolean, eager=True).scatter(bound_rid, True)
+    pool = nw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid")).filter(in_pool)
     pool = pool.with_columns(
         (pl.len().over("user_key", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
     ).with_columns(pl.col("dup").any().over("user_key", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
-    pool = _filter_flags(pool, u, directory).join(
-        u.select("user_key", "filter_mode", "s2e", "e2s", pl.col("mailbox").alias("_u_mailbox")), on="user_key", how="left", validate="m:1"
-    ).with_columns(
+    pool = pool.hstack(_gather(u, pool["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox"}))
+    pool = pool.hstack([_passes(pool, ev_all, directory)]).with_columns(
         # a snapshot keeps no subject for private events but keeps their key: the key says whether there was one
         _validity(pl.col("start"), pl.col("end"), pl.col("key").is_null()).alias("invalid"),
         pl.when(pl.col("side") == SF).then(pl.col("s2e")).otherwise(pl.col("e2s")).alias("source_ok"),
         pl.col("is_child").fill_null(False),
     )
     ok = pool.filter(~pl.col("blocked") & pl.col("invalid").is_null())
-    sf_cols = [c for c in _EVENT_COLS if c not in ("side", "user_key")] + ["passes"]
+    # unique (user_key, key) per side: blocked keys are gone, null keys never match
     key_pairs = (
-        ok.filter(pl.col("side") == SF).select([pl.col(c).alias("sf_" + c) for c in sf_cols] + [pl.col("user_key")])
+        ok.filter(pl.col("side") == SF).select(
+            "user_key", "uid", "key", pl.col("rid").alias("sf_rid"), pl.col("native_id").alias("sf_id"),
+            pl.col("passes").alias("sf_passes"), pl.col("is_child").alias("sf_is_child"),
+        )
         .join(
-            ok.filter(pl.col("side") == EM).select([pl.col(c).alias("em_" + c) for c in sf_cols] + [pl.col("user_key")]),
-            left_on=["user_key", "sf_key"],
-            right_on=["user_key", "em_key"],
+            ok.filter(pl.col("side") == EM).select(
+                "user_key", "key", pl.col("rid").alias("em_rid"), pl.col("native_id").alias("email_id"), pl.col("passes").alias("em_passes"),
+            ),
+            on=["user_key", "key"],
             how="inner",
-            validate="1:1",  # holds: blocked keys are gone; null keys never match
+            maintain_order="left",
         )
-        .join(u.select("user_key", "filter_mode", "s2e", "e2s", pl.col("mailbox").alias("_u_mailbox")), on="user_key", validate="m:1")
-        .filter(
-            # C15: a child links to the delivered copy whatever the filter; C5: otherwise a pass on either side
-            pl.col("sf_is_child").fill_null(False)
-            | ((pl.col("filter_mode") != "updates_only") & (pl.col("sf_passes") | pl.col("em_passes")))
-        )
-        .rename({"sf_native_id": "sf_id", "em_native_id": "email_id"})
-        .with_columns(pl.col("sf_key").alias("em_key"))  # equal by the join; polars keeps one key column
     )
-    paired_sf = key_pairs.select("user_key", pl.col("sf_id").alias("native_id"))
-    paired_em = key_pairs.select("user_key", pl.col("email_id").alias("native_id"))
+    key_pairs = key_pairs.hstack(
+        _gather(u, key_pairs["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox", "sf_user_id": "sf_user_id"})
+    ).filter(
+        # C15: a child links to the delivered copy whatever the filter; C5: otherwise a pass on either side
+        pl.col("sf_is_child").fill_null(False)
+        | ((pl.col("filter_mode") != "updates_only") & (pl.col("sf_passes") | pl.col("em_passes")))
+    )
 
-    groups = _group_designation(ev_sf, bound_sf, u)
-    rest = pool.join(pl.concat([paired_sf.with_columns(_side(SF).alias("side")), paired_em.with_columns(_side(EM).alias("side"))]),
-                     on=["user_key", "side", "native_id"], how="anti")
-    rest = rest.with_columns(pl.col("organizer_email").str.to_lowercase().alias("org")).join(
-        groups, on=["org", "key"], how="left", validate="m:1"
-    ).with_columns(
+    if nw.select(((pl.col("side") == SF) & pl.col("is_child").fill_null(False) & pl.col("key").is_not_null()).any()).item():
+        bound_sf = st.filter(~released & pl.col("sf_in").is_not_null()).select("user_key", pl.col("sf_id").alias("native_id"))
+        ev_sf_full = nw.filter((pl.col("side") == SF) & is_synced)
+        groups = _group_designation(ev_sf_full, bound_sf, u)
+    else:  # C15 concerns only groups with a child event
+        groups = pl.DataFrame(schema={"org": pl.String, "key": pl.String, "designated": pl.String, "delivered": pl.Boolean})
+    rest = pool.join(
+        pl.concat([key_pairs.select(pl.col("sf_rid").alias("rid")), key_pairs.select(pl.col("em_rid").alias("rid"))]),
+        on="rid", how="anti", maintain_order="left",
+    ).with_columns(pl.col("organizer_email").str.to_lowercase().alias("org"))
+    if groups.is_empty():
+        rest = rest.with_columns(pl.lit(None, dtype=pl.String).alias("designated"), pl.lit(None, dtype=pl.Boolean).alias("delivered"))
+    else:
+        rest = rest.join(groups, on=["org", "key"], how="left", validate="m:1", maintain_order="left")
+    rest = rest.with_columns(
         # C15: only the designated organizer's sync creates the meeting, once; others wait to link.
         (
             pl.col("delivered").fill_null(False)
@@ -403,6 +490,20 @@ def reconcile(
     sf_blocked = (pl.col("side") == EM) & pl.lit(settings.sf_create_blocked is not None)
     creates_src = candidates.filter(pl.col("invalid").is_null() & ~sf_blocked)
 
+    # R5: events a user's filter does not create are many and the same every run: one note per user
+    filtered = rest.filter(~pl.col("blocked") & pl.col("source_ok") & ~((pl.col("filter_mode") != "updates_only") & pl.col("passes")))
+    filter_notes = filtered.group_by("user_key").agg(
+        pl.col("filter_mode").first(), pl.len().alias("n"),
+        (pl.col("side") == SF).sum().alias("n_sf"), (pl.col("side") == EM).sum().alias("n_em"),
+    ).select(
+        "user_key",
+        pl.lit("skipped").alias("kind"),
+        pl.lit(None, dtype=Side).alias("side"),
+        pl.lit(None, dtype=pl.String).alias("native_id"),
+        pl.lit("filter").alias("reason"),
+        pl.format("filter mode {} does not create {} unpaired events ({} on salesforce, {} on email) (R5)",
+                  pl.col("filter_mode"), pl.col("n"), pl.col("n_sf"), pl.col("n_em")).alias("detail"),
+    )
     notes: list[pl.DataFrame] = [
         _notes(pool.filter(pl.col("dup")), "duplicate", "duplicate_key",
                pl.format("{} unpaired events of this user on {} share this key; left alone on both sides this run (C4)",
@@ -411,8 +512,7 @@ def reconcile(
                "the other side holds duplicates of this key; neither paired nor copied this run (C4)"),
         _notes(candidates.filter(pl.col("invalid").is_not_null()), "skipped", pl.col("invalid"),
                pl.format("not copied: {} (C19); retried on later runs", pl.col("invalid"))),
-        _notes(rest.filter(~pl.col("blocked") & pl.col("source_ok") & ~((pl.col("filter_mode") != "updates_only") & pl.col("passes"))),
-               "skipped", "filter", pl.format("filter mode {} does not create this event (R5)", pl.col("filter_mode"))),
+        filter_notes,
         _notes(rest.filter(creatable & pl.col("group_wait")), "skipped", "child_event",
                "group event: the designated organizer's sync writes the meeting; this copy links to it (C15)"),
         _notes(candidates.filter(pl.col("invalid").is_null() & sf_blocked), "skipped", "required_field",
@@ -428,19 +528,11 @@ def reconcile(
         )
 
     # ---- settle pairs that changed, and new key pairs (R7, C6, C7, C10) ---------------------------------
-    def full(frame: pl.DataFrame, pfx: str, id_col: str) -> pl.DataFrame:
-        return frame.select(pl.col("user_key"), *[pl.col(c).alias(pfx + c) for c in _EVENT_COLS if c not in ("side", "user_key")]).rename(
-            {pfx + "native_id": id_col}
-        )
-
-    sync_old = (
-        st.filter(pl.col("action") == "sync")
-        .select("pair_id", "user_key", "sf_id", "email_id", "sf_hash", "email_hash", "private_origin",
-                pl.col("linked").fill_null(False), "sf_changed", "em_changed", "s2e", "e2s", "_u_mailbox")
-        .join(full(ev_sf, "sf_", "sf_id"), on=["user_key", "sf_id"], how="inner", validate="1:1")
-        .join(full(ev_em, "em_", "email_id"), on=["user_key", "email_id"], how="inner", validate="1:1")
-        .with_columns(pl.lit(False).alias("is_new"))
-    )
+    sy_cols = ["pair_id", "user_key", "sf_id", "email_id", "sf_hash", "email_hash", "private_origin", "linked",
+               "sf_changed", "em_changed", "s2e", "e2s", "_u_mailbox", "sf_user_id", "sf_rid", "em_rid", "is_new"]
+    sync_old = acting.filter(pl.col("action") == "sync").with_columns(
+        pl.col("linked").fill_null(False), pl.lit(False).alias("is_new")
+    ).select(sy_cols)
     kp = key_pairs.with_columns(
         pl.lit(True).alias("is_new"),
         pl.col("sf_is_child").fill_null(False).alias("linked"),
@@ -451,7 +543,12 @@ def reconcile(
         pl.lit(None, dtype=pl.String).alias("email_hash"),
     )
     kp = kp.with_columns(_sha1_column(kp, ["user_key", "sf_id", "email_id"], "pair").alias("pair_id"))
-    sy = pl.concat([sync_old, kp.select(sync_old.columns)], how="vertical_relaxed")
+    sy = pl.concat([sync_old, kp.select(sy_cols)], how="vertical_relaxed")
+    side_cols = ["content_hash", "last_modified", "is_private", "is_child", "version", "start", "end", "is_all_day"]
+    sy = sy.hstack([
+        *_gather(nw, sy["sf_rid"], {c: "sf_" + c for c in side_cols}),
+        *_gather(nw, sy["em_rid"], {c: "em_" + c for c in side_cols}),
+    ])
 
     newer = pl.when(pl.col("em_last_modified").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC")) > pl.col("sf_last_modified").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC"))).then(_side(EM)).otherwise(_side(SF))
     one_way_source = pl.when(pl.col("s2e") & ~pl.col("e2s")).then(_side(SF)).when(pl.col("e2s") & ~pl.col("s2e")).then(_side(EM))
@@ -499,27 +596,23 @@ def reconcile(
                 _side(x).alias("target_side"),
                 pl.col("sf_id" if x == SF else "email_id").alias("target_id"),
                 pl.col(t + "version").alias("target_version"),
-                pl.col(t + "subject").alias("t_subject"),
-                pl.col(t + "description").alias("t_description"),
                 pl.col(t + "is_private").alias("t_is_private"),
-                pl.col(t + "invitees").alias("t_invitees"),
                 pl.col(t + "content_hash").alias("t_hash"),
                 pl.col("sf_id" if y == SF else "email_id").alias("source_id"),
                 pl.col(o + "content_hash").alias("source_hash"),
                 times["start"], times["end"], times["is_all_day"],
                 mode.alias("body_mode"),
-                pl.col(o + "subject").alias("b_subject"),
-                pl.col(o + "description").alias("b_description"),
                 pl.col(o + "is_private").alias("b_is_private"),
-                pl.col(o + "invitees").alias("b_invitees"),
-                pl.col(o + "organizer_email").alias("b_organizer"),
                 writable.alias("writable"),
                 pl.when(pl.lit(x == SF) & pl.col("sf_is_child").fill_null(False)).then(pl.lit("child_event")).otherwise(pl.lit("direction")).alias("block_reason"),
                 pl.col("origin_new").alias("private_origin"),
                 pl.col("_u_mailbox").alias("mailbox"),
+                "sf_user_id",
+                pl.col("sf_rid" if x == SF else "em_rid").alias("t_rid"),
+                pl.col("sf_rid" if y == SF else "em_rid").alias("b_rid"),
             )
         )
-    create_work = creates_src.select(
+    create_work = creates_src.hstack(_gather(u, creates_src["uid"], {"sf_user_id": "sf_user_id"})).select(
         pl.lit(None, dtype=pl.String).alias("pair_id"),
         "user_key",
         pl.lit(True).alias("is_new"),
@@ -531,28 +624,25 @@ def reconcile(
         _other(pl.col("side")).alias("target_side"),
         pl.lit(None, dtype=pl.String).alias("target_id"),
         pl.lit(None, dtype=pl.String).alias("target_version"),
-        pl.lit(None, dtype=pl.String).alias("t_subject"),
-        pl.lit(None, dtype=pl.String).alias("t_description"),
         pl.lit(None, dtype=pl.Boolean).alias("t_is_private"),
-        pl.lit(None, dtype=pl.List(INVITEE)).alias("t_invitees"),
         pl.lit(None, dtype=pl.String).alias("t_hash"),
         pl.col("native_id").alias("source_id"),
         pl.col("content_hash").alias("source_hash"),
         "start", "end", "is_all_day",
         pl.when(pl.col("is_private")).then(pl.lit("private")).otherwise(pl.lit("cross")).alias("body_mode"),
-        pl.col("subject").alias("b_subject"),
-        pl.col("description").alias("b_description"),
         pl.col("is_private").alias("b_is_private"),
-        pl.col("invitees").alias("b_invitees"),
-        pl.col("organizer_email").alias("b_organizer"),
         pl.lit(True).alias("writable"),
         pl.lit(None, dtype=pl.String).alias("block_reason"),
         pl.when(pl.col("is_private")).then(pl.col("side")).cast(Side).alias("private_origin"),
         pl.col("_u_mailbox").alias("mailbox"),
+        "sf_user_id",
+        pl.lit(None, dtype=pl.UInt32).alias("t_rid"),
+        pl.col("rid").alias("b_rid"),
     )
     create_work = create_work.with_columns(_sha1_column(create_work, ["user_key", "W", "source_id"], "pair").alias("pair_id"))
     work = pl.concat([*work_parts, create_work], how="vertical_relaxed").with_row_index("wid")
-    work = _shape(work, u, directory, synced, settings)
+    # the wide columns, by position, for the planned writes only
+    work = _shape(work, u, directory, synced, settings, events=ev_all)  # fetches the wide columns it needs
 
     # C7: write only what changes the target as it will read back; creates always write.
     needs = work.filter((pl.col("kind") == "create") | pl.col("target_hash").ne_missing(pl.col("t_hash")))
@@ -677,51 +767,78 @@ def reconcile(
     )
 
 
-def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """The payload each work row writes (R9/C10, C19, R10-R12) and its projected hash (C7)."""
-    work = work.join(u.select("user_key", "sf_user_id"), on="user_key", how="left", validate="m:1").with_columns(
-        (pl.col("kind") == "create").alias("is_create")
-    )
-    cross = pl.col("body_mode") == "cross"
-    to_sf = work.filter(cross & (pl.col("target_side") == SF))
-    to_em = work.filter(cross & (pl.col("target_side") == EM))
-    parts = []
-    if not to_sf.is_empty():
-        parts.append(inv.email_to_salesforce(to_sf, directory, shared_activities=settings.shared_activities))
-    if not to_em.is_empty():
-        parts.append(inv.salesforce_to_email(to_em, directory, synced))
-    schema = {"wid": pl.UInt32, "invitees": pl.List(INVITEE), "invitees_rb": pl.List(INVITEE), "who_ids": pl.List(pl.String)}
-    shaped_inv = pl.concat([conform(pt, schema) for pt in parts]) if parts else empty(schema)
-    work = work.join(shaped_inv, on="wid", how="left", validate="1:1")
+def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced: pl.DataFrame, settings: Settings,
+           events: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The payload each work row writes (R9/C10, C19, R10-R12) and its projected hash (C7).
 
+    ``work`` holds the wide columns of the target (t_subject, t_description, t_invitees) and of the body
+    source (b_subject, b_description, b_invitees, b_organizer), or, with ``events``, their positions t_rid and
+    b_rid in it (then each body mode fetches only what it reads). Rows come back grouped by body mode,
+    without the wide t_/b_ columns.
+    """
+    if "sf_user_id" not in work.columns:
+        work = work.join(u.select("user_key", "sf_user_id"), on="user_key", how="left", validate="m:1", maintain_order="left")
+    work = work.with_columns((pl.col("kind") == "create").alias("is_create"))
+    t_wide, b_wide = ["subject", "description", "invitees"], ["subject", "description", "invitees", "organizer_email"]
     mode = pl.col("body_mode")
-    to_sf_ = pl.col("target_side") == SF
+    own = work.filter(mode == "own")
+    private = work.filter(mode == "private")
+    cross = work.filter(~mode.is_in(["own", "private"]).fill_null(True))
+    if events is not None:
+        t_own, t_cross, b_cross = _take(events, b_wide, own["t_rid"], cross["t_rid"], cross["b_rid"])
+        own = own.hstack(t_own.select(pl.col(c).alias("t_" + c) for c in t_wide))
+        cross = cross.hstack([
+            *t_cross.select(pl.col(c).alias("t_" + c) for c in t_wide),
+            *b_cross.select(pl.col(c).alias("b_" + c) for c in t_wide), b_cross["organizer_email"].alias("b_organizer"),
+        ])
+    no_who = pl.lit(None, dtype=pl.List(pl.String))
+    parts = [
+        # the target keeps its own body (C10: the private origin, or the side that won the body)
+        own.with_columns(
+            pl.col("t_subject").alias("subject"), pl.col("t_description").alias("description"),
+            pl.col("t_is_private").alias("is_private"), pl.col("t_invitees").alias("invitees"),
+            pl.col("t_invitees").alias("invitees_rb"), no_who.alias("who_ids"),
+            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+        ),
+        # R9/C10: the busy copy of a private event
+        private.with_columns(
+            pl.lit(PRIVATE_SUBJECT).alias("subject"), pl.lit("").alias("description"), pl.lit(True).alias("is_private"),
+            _EMPTY_INV.alias("invitees"), _EMPTY_INV.alias("invitees_rb"),
+            pl.when((pl.col("target_side") == SF) & pl.col("is_create")).then(pl.lit([], dtype=pl.List(pl.String))).alias("who_ids"),
+            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+        ),
+    ]
+    schema = {"invitees": pl.List(INVITEE), "invitees_rb": pl.List(INVITEE), "who_ids": pl.List(pl.String)}
+    for side, fn in ((SF, lambda w: inv.email_to_salesforce(w, directory, shared_activities=settings.shared_activities)),
+                     (EM, lambda w: inv.salesforce_to_email(w, directory, synced))):
+        rows = cross.filter(pl.col("target_side") == side) if side == SF else cross.filter(pl.col("target_side") != SF)
+        if rows.is_empty():
+            continue
+        shaped = conform(fn(rows), schema)  # one row per input row, in order
+        rows = rows.hstack(shaped)
+        to_sf = side == SF
 
-    def limited(b: str, t: str, limit: int) -> pl.Expr:
-        # C19: cut towards Salesforce; copying the cut text back to email keeps email's full text.
-        return (
-            pl.when(to_sf_).then(pl.col(b).str.slice(0, limit))
-            .when(pl.col(t).is_not_null() & (pl.col(t).str.len_chars() > limit) & (pl.col(t).str.slice(0, limit) == pl.col(b))).then(pl.col(t))
-            .otherwise(pl.col(b))
-        )
+        def limited(b: str, t: str, limit: int, to_sf: bool = to_sf) -> pl.Expr:
+            # C19: cut towards Salesforce; copying the cut text back to email keeps email's full text.
+            if to_sf:
+                return pl.col(b).str.slice(0, limit)
+            return (
+                pl.when(pl.col(t).is_not_null() & (pl.col(t).str.len_chars() > limit) & (pl.col(t).str.slice(0, limit) == pl.col(b)))
+                .then(pl.col(t)).otherwise(pl.col(b))
+            )
 
-    work = work.with_columns(
-        pl.when(mode == "private").then(pl.lit(PRIVATE_SUBJECT)).when(mode == "own").then(pl.col("t_subject"))
-        .otherwise(limited("b_subject", "t_subject", SUBJECT_MAX)).alias("subject"),
-        pl.when(mode == "private").then(pl.lit("")).when(mode == "own").then(pl.col("t_description"))
-        .otherwise(limited("b_description", "t_description", DESCRIPTION_MAX)).alias("description"),
-        pl.when(mode == "private").then(True).when(mode == "own").then(pl.col("t_is_private"))
-        .otherwise(pl.col("b_is_private")).alias("is_private"),
-        pl.when(mode == "private").then(_EMPTY_INV).when(mode == "own").then(pl.col("t_invitees"))
-        .otherwise(pl.col("invitees").fill_null(_EMPTY_INV)).alias("invitees"),
-        pl.when(mode == "private").then(_EMPTY_INV).when(mode == "own").then(pl.col("t_invitees"))
-        .otherwise(pl.col("invitees_rb").fill_null(_EMPTY_INV)).alias("invitees_rb"),
-        pl.when(mode == "private").then(pl.when(to_sf_ & pl.col("is_create")).then(pl.lit([], dtype=pl.List(pl.String))))
-        .when(mode == "own").then(pl.lit(None, dtype=pl.List(pl.String)))
-        .otherwise(pl.col("who_ids")).alias("who_ids"),
-        (cross & to_sf_ & (pl.col("b_subject").str.len_chars() > SUBJECT_MAX)).fill_null(False).alias("subject_cut"),
-        (cross & to_sf_ & (pl.col("b_description").str.len_chars() > DESCRIPTION_MAX)).fill_null(False).alias("description_cut"),
-    )
+        parts.append(rows.with_columns(
+            limited("b_subject", "t_subject", SUBJECT_MAX).alias("subject"),
+            limited("b_description", "t_description", DESCRIPTION_MAX).alias("description"),
+            pl.col("b_is_private").alias("is_private"),
+            pl.col("invitees").fill_null(_EMPTY_INV),
+            pl.col("invitees_rb").fill_null(_EMPTY_INV),
+            ((pl.col("b_subject").str.len_chars() > SUBJECT_MAX) & pl.lit(to_sf)).fill_null(False).alias("subject_cut"),
+            ((pl.col("b_description").str.len_chars() > DESCRIPTION_MAX) & pl.lit(to_sf)).fill_null(False).alias("description_cut"),
+        ))
+    drop = [c for c in ("t_subject", "t_description", "t_invitees", "b_subject", "b_description", "b_invitees", "b_organizer")]
+    parts = [pt.drop(drop, strict=False) for pt in parts]
+    work = pl.concat(parts, how="diagonal_relaxed")
     subject_missing = clean_subject(pl.col("subject")).fill_null("").str.len_bytes() == 0
     return work.with_columns(
         content_hash_expr(
@@ -729,7 +846,7 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
             pl.col("is_private"), pl.col("invitees_rb"),
         ).alias("target_hash"),
         _validity(pl.col("start"), pl.col("end"), subject_missing).alias("invalid"),
-    )
+    ).drop("invitees_rb")
 
 
 # --------------------------------------------------------------------------------------------- apply

@@ -73,7 +73,8 @@ def test_r5_filter_updates_only_creates_nothing(world):
     assert len(_mail(world, ALICE, "On both")) == 1 and len(_sf(world, ALICE, "On both")) == 1
     assert _pairs(world) == []
     assert s["totals"]["deltas"] == 0
-    assert _reasons(s, ALICE).count("filter") >= 2
+    filtered = [x for x in s["users"][ALICE]["skipped"] if x["reason"] == "filter"]
+    assert filtered and "updates_only" in filtered[0]["detail"]
 
 
 def test_r5_filter_with_invitee(world):
@@ -362,6 +363,36 @@ def test_r13_first_user_becomes_organizer_no_second_copy(world):
     assert len(_mail(world, BOB, "Joint customer visit")) == 1
     assert len(_mail(world, ALICE, "Joint customer visit")) == 1
     assert len(_pairs(world, BOB)) == 1  # Bob's child is linked to his delivered copy
+
+
+def _olga_invites_alice_and_bob(world):
+    # The owner is not synced: the first synced invited user (by address) writes the meeting (C15).
+    world.configure(user_block(ALICE), user_block(BOB))
+    olga = world.sb.salesforce.org.add_user("olga@example.com", name="Olga Owner")
+    world.sb.salesforce.org.add_event(olga, "Team offsite planning", at(7, 9), at(7, 11),
+                                      invitee_ids=[world.ids[ALICE], world.ids[BOB]])
+    s = world.sync()
+    assert s["status"] == "succeeded", s
+    return s
+
+
+def test_r13_unsynced_owner_first_synced_invitee_organizes(world):
+    _olga_invites_alice_and_bob(world)
+    world.sync()
+    meetings = [i for mb in (ALICE, BOB) for i in world.mail_items(mb) if i["subject"] == "Team offsite planning"]
+    assert [i["organizer"] for i in meetings] == [ALICE]  # one meeting, never one per invitee
+    assert "child_event" in _reasons(world.sync(), BOB)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "connectors/salesforce_records.py event_row + transforms/reconcile.py, R13/C15: a child event row carries no "
+    "invitees (Salesforce lists relations on the parent only), so when the designated organizer is a child owner "
+    "(parent owner not synced) the meeting is written without the other synced invitees and never reaches Bob; "
+    "tests/connectors/test_salesforce_connector.py asserts child invitees == [], so the connector was not changed"))
+def test_r13_unsynced_owner_meeting_reaches_other_invitees(world):
+    _olga_invites_alice_and_bob(world)
+    world.sync()
+    assert len(_mail(world, BOB, "Team offsite planning")) == 1 and len(_pairs(world, BOB)) == 1
 
 
 def _alice_then_bob(world):

@@ -3,6 +3,7 @@
 from datetime import date
 
 import polars as pl
+import pytest
 
 from tests.transforms.builders import (
     ANN, BOB, World, directory, em, events, inv, notes, ops, pairs_for, run, sf, user, users, utc,
@@ -40,7 +41,27 @@ def test_r5_updates_only_creates_nothing_and_pairs_nothing_by_key():
     evs = events(sf("S1", "A"), em("E1", "B"), sf("S2", "C"), em("E2", "C"))
     res = run(evs, usrs=users(user(filter_mode="updates_only")))
     assert ops(res) == []
-    assert {r[1] for r in notes(res)} == {"filter"}
+    # the events a filter does not create are reported as one note per user, with the count
+    assert notes(res) == [("skipped", "filter", None)]
+    note = res.notes.row(0, named=True)
+    assert note["side"] is None
+    assert note["detail"] == "filter mode updates_only does not create 4 unpaired events (2 on salesforce, 2 on email) (R5)"
+
+
+def test_r5_filter_notes_one_per_user_other_skips_stay_per_event():
+    evs = events(
+        sf("S1", "A"), sf("S2", "B"), em("E9", "Z", start=utc(2025, 6, 20, 10), hours=24 * 15),  # ann: too long
+        sf("S3", "A", user=BOB), em("E3", "C", user=BOB),
+    )
+    usrs = users(user(filter_mode="with_contact_or_lead"), user(BOB, filter_mode="updates_only"))
+    res = run(evs, usrs=usrs)
+    filt = res.notes.filter(pl.col("reason") == "filter").sort("user_key")
+    assert filt["user_key"].to_list() == [ANN, BOB]
+    assert filt["detail"].to_list() == [
+        "filter mode with_contact_or_lead does not create 3 unpaired events (2 on salesforce, 1 on email) (R5)",
+        "filter mode updates_only does not create 2 unpaired events (1 on salesforce, 1 on email) (R5)",
+    ]
+    assert filt["native_id"].to_list() == [None, None]
 
 
 def test_r5_updates_only_still_updates_existing_pairs():
@@ -381,3 +402,18 @@ def test_deltas_are_deterministic():
     a, b = run(evs), run(evs.reverse())
     assert a.deltas.equals(b.deltas)
     assert a.deltas["delta_id"].n_unique() == a.deltas.height
+
+
+def test_duplicate_event_id_is_a_clear_error():
+    evs = events(sf("S1", "A"), sf("S1", "B"), em("E1", "A"))
+    with pytest.raises(ValueError, match=r"salesforce events: user_key='ann@corp.example', native_id='S1' appears 2 times"):
+        run(evs)
+    # the same id for two users, or on both sides, is fine
+    assert ops(run(events(sf("X1", "A"), em("X1", "A"), sf("S1", "B", user=BOB)), usrs=users(user(), user(BOB))))
+
+
+def test_event_in_two_stored_pairs_is_a_clear_error():
+    evs = events(sf("S1", "A"), em("E1", "A"), em("E2", "A"))
+    p = pairs_for(evs, [("S1", "E1"), ("S1", "E2")])
+    with pytest.raises(ValueError, match=r"stored pairs' sf_id: user_key='ann@corp.example', native_id='S1' appears 2 times"):
+        run(evs, p)

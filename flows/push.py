@@ -1,0 +1,166 @@
+"""Manual sync of one event (R18, C21): ``calsync push``.
+
+Reads the one event by id (and what could be its counterpart: the user's other side around the event's
+time, plus the Salesforce group it may belong to), records a run with mode ``push`` in the store like a
+sync run (snapshot, plan, load, finish), and returns the same summary as a sync.
+
+Wiring (flows/cli.py, in ``build_parser``)::
+
+    from flows.push import add_commands as add_push_commands
+    add_push_commands(sub)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+from connectors.store import Store
+from flows import pipeline
+from flows.config import Config
+from flows.lock import run_lock
+from flows.summary import render_table, summarise
+from transforms.manual import push_one
+from transforms.normalise import normalise
+from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, NOTE_SCHEMA, USER_SCHEMA, conform, empty
+
+SIDES = ("salesforce", "email")
+# A window no event overlaps: the extracts then return only the events confirmed by id.
+_NOWHERE = (datetime(1971, 1, 1, tzinfo=timezone.utc), datetime(1971, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+_SLACK = timedelta(days=1)
+
+
+def _users(cfg: Config, conns: pipeline.Connections) -> pl.DataFrame:
+    users_cfg = cfg.enabled_users
+    sf_ids = conns.salesforce.user_ids([u.email for u in users_cfg])
+    rows = [{
+        "user_key": u.email, "direction": u.direction, "filter_mode": u.filter, "start_date": u.start_date,
+        "mailbox": u.mailbox, "sf_user_id": sf_ids[u.email], "send_external_invites": u.send_external_invites,
+        "allow_mass_delete": u.allow_mass_delete,
+    } for u in users_cfg if u.email in sf_ids]
+    return conform(pl.DataFrame(rows, schema=USER_SCHEMA), USER_SCHEMA) if rows else empty(USER_SCHEMA)
+
+
+def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native_id: str,
+             user: str | None) -> tuple[pl.DataFrame, list[dict]]:
+    """The pushed event, its possible counterparts, and (Salesforce) its group. Returns (events, notes)."""
+    owners = dict(zip(users["user_key"].to_list(), users["sf_user_id"].to_list()))
+    mailboxes = dict(zip(users["user_key"].to_list(), users["mailbox"].to_list()))
+    notes: list[dict] = []
+    if side == "salesforce":
+        pushed = conform(conns.salesforce.extract(owners, *_NOWHERE, confirm_ids=[native_id]), EVENT_SCHEMA)
+        if pushed.is_empty():
+            return pushed, notes
+        row = pushed.row(0, named=True)
+        user_key = row["user_key"]
+        lo, hi = row["start"] - _SLACK, row["end"] + _SLACK
+        # every synced user's Salesforce events around it: the group (C15) and nothing more
+        sf = conform(conns.salesforce.extract(owners, lo, hi), EVENT_SCHEMA)
+        em = conform(conns.exchange.extract({user_key: mailboxes[user_key]}, row["start"], row["end"]), EVENT_SCHEMA)
+    else:
+        user_key = (user or "").strip().lower()
+        if user_key not in mailboxes:
+            raise ValueError(f"--user {user!r} is not a synced user of this config")
+        em_one = conform(conns.exchange.extract({user_key: mailboxes[user_key]}, *_NOWHERE,
+                                                confirm_ids={user_key: [native_id]}), EVENT_SCHEMA)
+        for problem_user, nid, reason in conns.exchange.last_problems or []:
+            notes.append({"user_key": problem_user, "kind": "skipped", "side": "email", "native_id": nid,
+                          "reason": str(reason).split(":")[0], "detail": str(reason)})
+        if em_one.is_empty():
+            return em_one, notes
+        row = em_one.row(0, named=True)
+        em = em_one
+        sf = conform(conns.salesforce.extract({user_key: owners[user_key]}, row["start"], row["end"]), EVENT_SCHEMA)
+    events = pl.concat([sf, em]).unique(subset=["side", "native_id"], keep="first", maintain_order=True)
+    return events, notes
+
+
+def push(cfg: Config, side: str, native_id: str, today: date | None = None, user: str | None = None,
+         run_id: str | None = None) -> dict:
+    """Sync one event by hand (R18/C21). ``side``: salesforce (``native_id`` an Event Id) or email
+    (``native_id`` a mailbox item id of ``user``). Returns the run summary with ``run_id`` and ``status``."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    today = today or datetime.now(timezone.utc).date()
+    run_id = run_id or pipeline.new_run_id()
+    with run_lock(cfg.store_path, run_id):
+        store = Store(cfg.store_path)
+        current = "connect"
+        try:
+            store.start_run(run_id, "push", today)
+            conns = pipeline.connect(cfg)
+            try:
+                current = "extract"
+                org = conns.salesforce.org_info()
+                users = _users(cfg, conns)
+                events, extra = _extract(conns, users, side, native_id, user)
+                emails = (events.select(pl.col("invitees").explode().struct.field("email")).drop_nulls().unique()
+                          .to_series().to_list()) if events.height else []
+                directory = conform(conns.salesforce.directory(sorted(set(emails) | set(users["user_key"].to_list()))),
+                                    DIRECTORY_SCHEMA)
+                pairs = store.pairs()
+                current = "snapshot"
+                store.write_snapshot(run_id, normalise(events), pairs, users, directory)
+                current = "reconcile"
+                settings = pipeline.settings_for(cfg, org)
+                store.set_run_settings(run_id, dataclasses.asdict(settings))
+                result = push_one(side, native_id, events, pairs, users, directory, today, settings)
+                notes = pl.concat([pl.DataFrame(extra, schema=NOTE_SCHEMA) if extra else empty(NOTE_SCHEMA),
+                                   conform(result.notes, NOTE_SCHEMA)])
+                store.write_plan(run_id, result.deltas, notes)
+                current = "load"
+                outcomes, _pairs = pipeline.load(store, run_id, conns, org, result.deltas, pairs, users)
+                current = "finish"
+                summary = summarise(result.deltas, outcomes, store.notes(run_id))
+                failed = summary["totals"]["failed"]
+                status = "succeeded" if failed == 0 else "partial"
+                store.finish_run(run_id, status, summary["totals"], error=f"{failed} deltas failed" if failed else None,
+                                 sf_api_calls=conns.sf_calls[0])
+            finally:
+                conns.close()
+        except Exception as exc:
+            try:
+                store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage=current)
+            finally:
+                store.close()
+            raise
+        store.close()
+    summary.update(run_id=run_id, status=status, store=str(cfg.store_path), today=today.isoformat(),
+                   side=side, native_id=native_id)
+    return summary
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+
+    cfg = load_config(args.config)
+    if args.salesforce_id:
+        summary = push(cfg, "salesforce", args.salesforce_id, args.today)
+    else:
+        if not args.user:
+            raise SystemExit("calsync push: --email-id needs --user EMAIL (whose mailbox holds the item)")
+        summary = push(cfg, "email", args.email_id, args.today, user=args.user)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"push {summary['run_id']}: {summary['status']}")
+        print(render_table(summary))
+    return 0 if summary["status"] == "succeeded" else 3
+
+
+def add_commands(subparsers) -> None:
+    """Add ``calsync push --config FILE (--salesforce-id ID | --email-id ID --user EMAIL)``."""
+    p = subparsers.add_parser("push", help="sync one event by hand (creates the pair that 'updates only' keeps up to date)")
+    p.add_argument("--config", type=Path, required=True, help="the TOML config file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--salesforce-id", help="the Salesforce Event Id to push to the owner's mailbox")
+    which.add_argument("--email-id", help="the mailbox item id to push to Salesforce (with --user)")
+    p.add_argument("--user", help="the synced user whose mailbox holds --email-id")
+    p.add_argument("--today", type=date.fromisoformat, help="the run's date (YYYY-MM-DD); default today (UTC)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_push)
