@@ -43,6 +43,7 @@ from connectors.salesforce_records import (
     event_bounds,
     event_fields,
     event_row,
+    invitee_from_relation,
     is_record_id,
     org_info_from_describe,
     overlaps,
@@ -205,17 +206,19 @@ class SalesforceConnector:
                 rows[row["native_id"]] = row
         if not rows:
             return empty(EVENT_SCHEMA)
-        self._group_organizers(list(rows.values()), owner_key)
+        self._group_organizers(list(rows.values()), owner_key, org)
         frame = pl.DataFrame(list(rows.values()), schema=EVENT_SCHEMA, strict=False)
         return conform(frame, EVENT_SCHEMA).sort("user_key", "start", "native_id")
 
-    def _group_organizers(self, rows: list[dict[str, Any]], owner_key: Mapping[str, str]) -> None:
-        """C15/R13: a child event's organizer is its parent's owner, not the child's owner (the invitee).
+    def _group_organizers(self, rows: list[dict[str, Any]], owner_key: Mapping[str, str], org: OrgInfo) -> None:
+        """C15/R13: a child event's organizer is its parent's owner, not the child's owner (the invitee), and its
+        invitees are the parent's (Salesforce lists relations on the parent only; the reconciler needs them to
+        address the meeting to every synced invitee when a child owner organizes it, and never writes a child).
 
         No EventRelation points at a child, so the parent is found from the invitee side: the parent
         event that invites the child's owner (IsInvitee) with the same subject and times. A child whose
-        parent cannot be found keeps its owner as organizer. A query is made only for children whose
-        parent is not among ``rows`` (its owner is not synced).
+        parent cannot be found keeps its owner as organizer and no invitees. Queries (the parents, then their
+        relations) are made only for children whose parent is not among ``rows`` (its owner is not synced).
         """
         children = rows
         uid_of = {key: uid for uid, key in owner_key.items()}
@@ -232,13 +235,14 @@ class SalesforceConnector:
             found = known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
             if found:
                 c["organizer_email"] = found["user_key"]
+                c["invitees"] = [dict(i) for i in found["invitees"]]
         children = [c for c in children if not known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))]
         if not children:
             return
         owners = sorted({uid_of[c["user_key"]] for c in children if c["user_key"] in uid_of})
         lo = min(c["start"] for c in children) - DAY
         hi = max(c["end"] for c in children) + DAY
-        parents: dict[tuple, str] = {}
+        parents: dict[tuple, tuple[str, str]] = {}
         for part in chunks(owners, IDS_PER_QUERY):
             soql = format_soql(
                 "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
@@ -253,11 +257,22 @@ class SalesforceConnector:
                 if not email:
                     continue
                 key = (rel.get("RelationId"), ev.get("Subject"), event_bounds(ev))
-                parents.setdefault(key, email)
+                parents.setdefault(key, (email, rel["EventId"]))
+        # R13/C15: the parent's invitees, for its children (no EventRelation points at a child)
+        matched = {c["native_id"]: parents.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"]))) for c in children}
+        parent_ids = sorted({m[1] for m in matched.values() if m})
+        relations: dict[str, list[dict[str, Any]]] = {}
+        for part in chunks(parent_ids, IDS_PER_QUERY):
+            for rel in self._query(relations_soql(part, org), "read group event invitees"):
+                relations.setdefault(rel["EventId"], []).append(rel)
+        invitees = {pid: sorted((i for i in map(invitee_from_relation, rels) if i is not None),
+                                key=lambda i: (i["email"] or "", i["record_id"] or ""))
+                    for pid, rels in relations.items()}
         for c in children:
-            found = parents.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
+            found = matched[c["native_id"]]
             if found:
-                c["organizer_email"] = found
+                c["organizer_email"] = found[0]
+                c["invitees"] = [dict(i) for i in invitees.get(found[1], [])]
 
     def directory(self, emails: Sequence[str]) -> pl.DataFrame:
         """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive)."""

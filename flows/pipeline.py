@@ -99,16 +99,11 @@ def _note(user_key: str, kind: str, reason: str, detail: str, side: str | None =
             "reason": reason, "detail": detail}
 
 
-def extract(cfg: Config, conns: Connections, store: Store, today: date,
-            progress: Progress | None = None) -> Extracted:
-    """Read both calendars of every enabled user (one query for all on Salesforce), plus every
-    paired event that left the window (by id, so a missing one is a confirmed deletion)."""
-    users_cfg = cfg.enabled_users
-    notes: list[dict] = []
-    org = conns.salesforce.org_info()
-    sf_ids = conns.salesforce.user_ids([u.email for u in users_cfg])
-    rows = []
-    for u in users_cfg:
+def users_frame(cfg: Config, conns: Connections) -> tuple[pl.DataFrame, list[dict]]:
+    """The enabled users with their Salesforce User ids; a user without one is refused with a note."""
+    sf_ids = conns.salesforce.user_ids([u.email for u in cfg.enabled_users])
+    rows, notes = [], []
+    for u in cfg.enabled_users:
         if u.email not in sf_ids:
             notes.append(_note(u.email, "refused", "no_salesforce_user",
                                f"no active Salesforce User has the email {u.email}; this user is not "
@@ -121,6 +116,27 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
             "allow_mass_delete": u.allow_mass_delete,
         })
     users = conform(pl.DataFrame(rows, schema=USER_SCHEMA), USER_SCHEMA) if rows else empty(USER_SCHEMA)
+    return users, notes
+
+
+def directory_for(conns: Connections, events: pl.DataFrame, users: pl.DataFrame) -> pl.DataFrame:
+    """The Contacts, Leads and Users whose addresses appear among the invitees, or are synced users."""
+    emails = (
+        events.select(pl.col("invitees").explode().struct.field("email")).drop_nulls().unique().to_series().to_list()
+        if events.height else []
+    )
+    found = conns.salesforce.directory(sorted(set(emails) | set(users["user_key"].to_list())))
+    return conform(found, DIRECTORY_SCHEMA)
+
+
+def extract(cfg: Config, conns: Connections, store: Store, today: date,
+            progress: Progress | None = None) -> Extracted:
+    """Read both calendars of every enabled user (one query for all on Salesforce), plus every
+    paired event that left the window (by id, so a missing one is a confirmed deletion)."""
+    notes: list[dict] = []
+    org = conns.salesforce.org_info()
+    users, user_notes = users_frame(cfg, conns)
+    notes.extend(user_notes)
     keys = users["user_key"].to_list()
     pairs = store.pairs()
     # R15/C17: pairs with another mailbox are never read from (the reconcile drops them).
@@ -153,15 +169,8 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         users = users.filter(~pl.col("user_key").is_in(list(failed_users)))
         pairs = pairs.join(held.select("pair_id"), on="pair_id", how="anti")
 
-    emails = (
-        events.select(pl.col("invitees").explode().struct.field("email"))
-        .drop_nulls()
-        .unique()
-        .to_series()
-        .to_list()
-    )
-    directory = conns.salesforce.directory(sorted(set(emails) | set(keys)))
-    return Extracted(events, pairs, users, conform(directory, DIRECTORY_SCHEMA), org,
+    directory = directory_for(conns, events, users)
+    return Extracted(events, pairs, users, directory, org,
                      pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
 
 

@@ -20,30 +20,18 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.store import Store
 from flows import pipeline
 from flows.config import Config
-from flows.lock import run_lock
-from flows.summary import render_table, summarise
+from flows.runs import recorded_run
+from flows.summary import render_table
 from transforms.manual import push_one
 from transforms.normalise import normalise
-from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, NOTE_SCHEMA, USER_SCHEMA, conform, empty
+from transforms.schema import EVENT_SCHEMA, NOTE_SCHEMA, conform, empty
 
 SIDES = ("salesforce", "email")
 # A window no event overlaps: the extracts then return only the events confirmed by id.
 _NOWHERE = (datetime(1971, 1, 1, tzinfo=timezone.utc), datetime(1971, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
 _SLACK = timedelta(days=1)
-
-
-def _users(cfg: Config, conns: pipeline.Connections) -> pl.DataFrame:
-    users_cfg = cfg.enabled_users
-    sf_ids = conns.salesforce.user_ids([u.email for u in users_cfg])
-    rows = [{
-        "user_key": u.email, "direction": u.direction, "filter_mode": u.filter, "start_date": u.start_date,
-        "mailbox": u.mailbox, "sf_user_id": sf_ids[u.email], "send_external_invites": u.send_external_invites,
-        "allow_mass_delete": u.allow_mass_delete,
-    } for u in users_cfg if u.email in sf_ids]
-    return conform(pl.DataFrame(rows, schema=USER_SCHEMA), USER_SCHEMA) if rows else empty(USER_SCHEMA)
 
 
 def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native_id: str,
@@ -88,51 +76,26 @@ def push(cfg: Config, side: str, native_id: str, today: date | None = None, user
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
     today = today or datetime.now(timezone.utc).date()
     run_id = run_id or pipeline.new_run_id()
-    with run_lock(cfg.store_path, run_id):
-        store = Store(cfg.store_path)
-        current = "connect"
-        try:
-            store.start_run(run_id, "push", today)
-            conns = pipeline.connect(cfg)
-            try:
-                current = "extract"
-                org = conns.salesforce.org_info()
-                users = _users(cfg, conns)
-                events, extra = _extract(conns, users, side, native_id, user)
-                emails = (events.select(pl.col("invitees").explode().struct.field("email")).drop_nulls().unique()
-                          .to_series().to_list()) if events.height else []
-                directory = conform(conns.salesforce.directory(sorted(set(emails) | set(users["user_key"].to_list()))),
-                                    DIRECTORY_SCHEMA)
-                pairs = store.pairs()
-                current = "snapshot"
-                store.write_snapshot(run_id, normalise(events), pairs, users, directory)
-                current = "reconcile"
-                settings = pipeline.settings_for(cfg, org)
-                store.set_run_settings(run_id, dataclasses.asdict(settings))
-                result = push_one(side, native_id, events, pairs, users, directory, today, settings)
-                notes = pl.concat([pl.DataFrame(extra, schema=NOTE_SCHEMA) if extra else empty(NOTE_SCHEMA),
-                                   conform(result.notes, NOTE_SCHEMA)])
-                store.write_plan(run_id, result.deltas, notes)
-                current = "load"
-                outcomes, _pairs = pipeline.load(store, run_id, conns, org, result.deltas, pairs, users)
-                current = "finish"
-                summary = summarise(result.deltas, outcomes, store.notes(run_id))
-                failed = summary["totals"]["failed"]
-                status = "succeeded" if failed == 0 else "partial"
-                store.finish_run(run_id, status, summary["totals"], error=f"{failed} deltas failed" if failed else None,
-                                 sf_api_calls=conns.sf_calls[0])
-            finally:
-                conns.close()
-        except Exception as exc:
-            try:
-                store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage=current)
-            finally:
-                store.close()
-            raise
-        store.close()
-    summary.update(run_id=run_id, status=status, store=str(cfg.store_path), today=today.isoformat(),
-                   side=side, native_id=native_id)
-    return summary
+    with recorded_run(cfg, "push", today, run_id) as run:
+        store, conns = run.store, run.conns
+        run.stage = "extract"
+        org = conns.salesforce.org_info()
+        users, _ = pipeline.users_frame(cfg, conns)
+        events, extra = _extract(conns, users, side, native_id, user)
+        directory = pipeline.directory_for(conns, events, users)
+        pairs = store.pairs()
+        run.stage = "snapshot"
+        store.write_snapshot(run_id, normalise(events), pairs, users, directory)
+        run.stage = "reconcile"
+        settings = pipeline.settings_for(cfg, org)
+        store.set_run_settings(run_id, dataclasses.asdict(settings))
+        result = push_one(side, native_id, events, pairs, users, directory, today, settings)
+        notes = pl.concat([pl.DataFrame(extra, schema=NOTE_SCHEMA) if extra else empty(NOTE_SCHEMA),
+                           conform(result.notes, NOTE_SCHEMA)])
+        store.write_plan(run_id, result.deltas, notes)
+        run.stage = "load"
+        outcomes, _pairs = pipeline.load(store, run_id, conns, org, result.deltas, pairs, users)
+        return run.finish(result.deltas, outcomes, side=side, native_id=native_id)
 
 
 def _cmd_push(args: argparse.Namespace) -> int:

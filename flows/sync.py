@@ -15,13 +15,13 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.errors import ApiLimitExceeded, RetriableError
-from connectors.store import Store
+from connectors.errors import RetriableError
 from flows import pipeline
 from flows.config import Config, load_config
-from flows.lock import RunInProgress, run_lock
+from flows.lock import RunInProgress
 from flows.progress import TerminalProgress
-from flows.summary import render_markdown, summarise
+from flows.runs import recorded_run
+from flows.summary import render_markdown
 
 
 def _retriable(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
@@ -54,58 +54,22 @@ def run_sync(
     today = today or datetime.now(timezone.utc).date()
     run_id = run_id or pipeline.new_run_id()
     stage = stage or (lambda _name, fn, *args: fn(*args))
-    with run_lock(cfg.store_path, run_id, wait_s=lock_wait_s):
-        return _run_locked(cfg, today, allow_deletes, run_id, stage, progress)
-
-
-def _run_locked(cfg: Config, today: date, allow_deletes: bool, run_id: str, stage, progress) -> dict:
-    store = Store(cfg.store_path)
-    current = "connect"
-    try:
-        store.start_run(run_id, "sync", today)
-        conns = pipeline.connect(cfg)
-        try:
-            current = "extract"
-            ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress)
-            current = "snapshot"
-            events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
-            current = "reconcile"
-            settings = pipeline.settings_for(cfg, ex.org, allow_deletes)
-            store.set_run_settings(run_id, dataclasses.asdict(settings))  # replay needs them
-            result = stage("reconcile", pipeline.plan, store, run_id, events, ex, today, settings)
-            current = "load"
-            outcomes, _pairs = stage(
-                "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
-                ex.users, result.pair_refresh, progress,
-            )
-            current = "finish"
-            summary = summarise(result.deltas, outcomes, store.notes(run_id))
-            failed = summary["totals"]["failed"]
-            status = "succeeded" if failed == 0 else "partial"
-            store.finish_run(run_id, status, summary["totals"],
-                             error=f"{failed} deltas failed" if failed else None,
-                             sf_api_calls=_api_calls(conns))
-        finally:
-            conns.close()
-    except Exception as exc:
-        reason = _reason(exc)
-        try:
-            store.finish_run(run_id, "failed", error=reason, failed_stage=current)
-        finally:
-            store.close()
-        raise
-    store.close()
-    summary.update(run_id=run_id, status=status, store=str(cfg.store_path), today=today.isoformat())
-    return summary
-
-
-def _api_calls(conns: pipeline.Connections) -> int:
-    return conns.sf_calls[0]
-
-
-def _reason(exc: BaseException) -> str:
-    prefix = "api_limit: " if isinstance(exc, ApiLimitExceeded) else ""
-    return f"{prefix}{type(exc).__name__}: {exc}"
+    with recorded_run(cfg, "sync", today, run_id, lock_wait_s) as run:
+        store, conns = run.store, run.conns
+        run.stage = "extract"
+        ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress)
+        run.stage = "snapshot"
+        events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
+        run.stage = "reconcile"
+        settings = pipeline.settings_for(cfg, ex.org, allow_deletes)
+        store.set_run_settings(run_id, dataclasses.asdict(settings))  # replay needs them
+        result = stage("reconcile", pipeline.plan, store, run_id, events, ex, today, settings)
+        run.stage = "load"
+        outcomes, _pairs = stage(
+            "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
+            ex.users, result.pair_refresh, progress,
+        )
+        return run.finish(result.deltas, outcomes)
 
 
 @flow(name="calsync-sync", log_prints=True)

@@ -165,6 +165,53 @@ def _group_designation(ev_sf: pl.DataFrame, bound_sf: pl.DataFrame, users: pl.Da
     )
 
 
+def _missing_synced_attendees(st: pl.DataFrame, nw: pl.DataFrame, events: pl.DataFrame, synced: pl.DataFrame) -> pl.Series:
+    """R13/C11/C15 ``regroup`` per stored pair (aligned with ``st``): its Salesforce side invites a synced User
+    (other than the pair's user) who is not an attendee of its email side, while that side is the user's own
+    meeting that Salesforce -> email may write. Happens when that User started syncing after the copy was
+    written: their hashes did not change, yet the copy must now reach them (only the organizer's copy can).
+    Private events are left out (their copies carry no attendees, C10), as are linked copies (C15)."""
+    false = pl.repeat(False, st.height, dtype=pl.Boolean, eager=True).alias("regroup")
+    if st.is_empty():
+        return false
+    # cheap test first: most runs have no Salesforce event inviting a User at all
+    has_user = events.select(
+        (pl.col("side") == SF)
+        & pl.col("invitees").list.eval(pl.element().struct.field("record_type") == "user").list.any().fill_null(False)
+    ).to_series()
+    if not has_user.any():
+        return false
+    em_org = nw["organizer_email"].gather(st["em_rid"]).str.to_lowercase()
+    cand = st.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("i"), "user_key", "sf_rid", "em_rid",
+        (
+            pl.col("sf_rid").is_not_null() & pl.col("em_rid").is_not_null() & pl.col("s2e").fill_null(False)
+            & ~pl.col("linked").fill_null(False)
+            & has_user.gather(st["sf_rid"]).fill_null(False)
+            & ~nw["is_private"].gather(st["sf_rid"]).fill_null(False)
+            & ~nw["is_private"].gather(st["em_rid"]).fill_null(False)
+            & (em_org.is_null() | (em_org == pl.col("user_key")) | (em_org == pl.col("_u_mailbox").str.to_lowercase()))
+        ).alias("_c"),
+    ).filter("_c")
+    if cand.is_empty():
+        return false
+    sf_inv, em_inv = _take(events, ["invitees"], cand["sf_rid"], cand["em_rid"])
+    synced_emails = synced.select(pl.col("user_key").alias("email"))
+    want = (
+        cand.select("i", "user_key").hstack(sf_inv).explode("invitees", empty_as_null=False, keep_nulls=False)
+        .unnest("invitees").with_columns(pl.col("email").str.to_lowercase())
+        .filter((pl.col("record_type") == "user") & pl.col("email").is_not_null() & (pl.col("email") != pl.col("user_key")))
+        .join(synced_emails, on="email", how="semi")
+        .select("i", "email")
+    )
+    have = (
+        cand.select("i").hstack(em_inv).explode("invitees", empty_as_null=False, keep_nulls=False)
+        .unnest("invitees").select("i", pl.col("email").str.to_lowercase())
+    )
+    missing = want.join(have, on=["i", "email"], how="anti")["i"].unique()
+    return false.scatter(missing, True) if missing.len() else false
+
+
 def _passes(pool: pl.DataFrame, events: pl.DataFrame, directory: pl.DataFrame) -> pl.Series:
     """R5/C5 ``passes`` per pool row (needs side, user_key, organizer_email, mailbox, filter_mode, rid into
     ``events``). Only the invitee modes look at invitees, so only their rows gather and explode them."""
@@ -354,8 +401,12 @@ def reconcile(
         *_gather(nw, sf_rid, {"in_window": "sf_in", "content_hash": "sf_now", "is_child": "sf_child"}),
         *_gather(nw, em_rid, {"in_window": "em_in", "content_hash": "em_now"}),
     ]).with_columns(pl.col("sf_child").fill_null(False))
+    st = st.hstack([_missing_synced_attendees(st, nw, ev_all, synced)])
     sf_here, em_here = pl.col("sf_in").is_not_null(), pl.col("em_in").is_not_null()
-    sf_changed = sf_here & pl.col("sf_now").ne_missing(pl.col("sf_hash"))
+    # R13/C11: a synced invited User missing from the organizer's email copy (they started syncing after it
+    # was written) counts as a Salesforce change, so the copy is re-projected with them as an attendee
+    em_changed0 = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
+    sf_changed = sf_here & (pl.col("sf_now").ne_missing(pl.col("sf_hash")) | (pl.col("regroup") & ~em_changed0))
     em_changed = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
     surv = pl.when(sf_here).then(_side(SF)).otherwise(_side(EM))
     surv_in = pl.when(sf_here).then(pl.col("sf_in")).otherwise(pl.col("em_in"))

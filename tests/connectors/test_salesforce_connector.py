@@ -392,10 +392,32 @@ def test_extract_one_paged_query_with_relations_all_day_private_and_children(sb)
         ("ann@example.com", "none", "user"),
     }
     child = frame.filter(pl.col("is_child") & (pl.col("user_key") == "ann@example.com")).row(0, named=True)
-    assert child["subject"] == "Review" and child["invitees"] == []
+    # R13/C15: a child carries its parent's invitees (no relation points at a child) and organizer, read
+    # without another query since the parent is among the events read
+    assert child["subject"] == "Review" and child["organizer_email"] == "bob@example.com"
+    assert sorted(child["invitees"], key=lambda i: i["email"]) == sorted(review["invitees"], key=lambda i: i["email"])
     assert info.shared_activities is True
     used, allowed = sf.api_usage()
     assert used == org.api_calls() and allowed == 100_000
+
+
+def test_extract_children_of_an_unsynced_owner_get_the_parents_organizer_and_invitees(sb):
+    # R13/C15: the parent is not among the events read (its owner is not synced): one query finds the parent,
+    # one reads its relations, and each child carries the parent's organizer and invitees.
+    org = sb.org
+    ann, bob, olga = org.add_user("ann@example.com"), org.add_user("bob@example.com"), org.add_user("olga@example.com")
+    con = org.add_contact("con@x.com", "Con")
+    org.add_event(olga, "Offsite", dt(2025, 3, 13, 9), dt(2025, 3, 13, 10), invitee_ids=[ann, bob, con])
+    sf = connect(sb)
+    sf.org_info()
+    calls = org.api_calls()
+    frame = sf.extract({"ann@example.com": ann, "bob@example.com": bob}, *WINDOW)
+    assert org.api_calls() - calls == 3
+    assert frame.height == 2 and frame["is_child"].all()
+    for row in frame.iter_rows(named=True):
+        assert row["organizer_email"] == "olga@example.com"
+        assert {(i["email"], i["record_type"]) for i in row["invitees"]} == {
+            ("ann@example.com", "user"), ("bob@example.com", "user"), ("con@x.com", "contact")}
 
 
 def test_extract_confirms_paired_ids_outside_the_window_and_drops_deleted_ones(sb):
