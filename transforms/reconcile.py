@@ -406,7 +406,9 @@ def reconcile(
     # R13/C11: a synced invited User missing from the organizer's email copy (they started syncing after it
     # was written) counts as a Salesforce change, so the copy is re-projected with them as an attendee
     em_changed0 = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
-    sf_changed = sf_here & (pl.col("sf_now").ne_missing(pl.col("sf_hash")) | (pl.col("regroup") & ~em_changed0))
+    sf_hash_changed = pl.col("sf_now").ne_missing(pl.col("sf_hash"))
+    st = st.with_columns((pl.col("regroup") & sf_here & ~sf_hash_changed & ~em_changed0).alias("regroup"))  # the only trigger
+    sf_changed = sf_here & (sf_hash_changed | pl.col("regroup"))
     em_changed = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
     surv = pl.when(sf_here).then(_side(SF)).otherwise(_side(EM))
     surv_in = pl.when(sf_here).then(pl.col("sf_in")).otherwise(pl.col("em_in"))
@@ -580,12 +582,13 @@ def reconcile(
 
     # ---- settle pairs that changed, and new key pairs (R7, C6, C7, C10) ---------------------------------
     sy_cols = ["pair_id", "user_key", "sf_id", "email_id", "sf_hash", "email_hash", "private_origin", "linked",
-               "sf_changed", "em_changed", "s2e", "e2s", "_u_mailbox", "sf_user_id", "sf_rid", "em_rid", "is_new"]
+               "sf_changed", "em_changed", "s2e", "e2s", "_u_mailbox", "sf_user_id", "sf_rid", "em_rid", "is_new", "regroup"]
     sync_old = acting.filter(pl.col("action") == "sync").with_columns(
         pl.col("linked").fill_null(False), pl.lit(False).alias("is_new")
     ).select(sy_cols)
     kp = key_pairs.with_columns(
         pl.lit(True).alias("is_new"),
+        pl.lit(False).alias("regroup"),
         pl.col("sf_is_child").fill_null(False).alias("linked"),
         pl.lit(True).alias("sf_changed"),
         pl.lit(True).alias("em_changed"),
@@ -642,7 +645,7 @@ def reconcile(
         writable = (pl.col("e2s") & ~pl.col("sf_is_child").fill_null(False)) if x == SF else pl.col("s2e")
         work_parts.append(
             sy.filter(pl.col("W").is_not_null()).select(
-                "pair_id", "user_key", "is_new", "linked", "both_changed", "W", "win_why",
+                "pair_id", "user_key", "is_new", "linked", "both_changed", "W", "win_why", "regroup",
                 pl.lit("update").alias("kind"),
                 _side(x).alias("target_side"),
                 pl.col("sf_id" if x == SF else "email_id").alias("target_id"),
@@ -671,6 +674,7 @@ def reconcile(
         pl.lit(False).alias("both_changed"),
         pl.col("side").alias("W"),
         pl.lit(None, dtype=pl.String).alias("win_why"),
+        pl.lit(False).alias("regroup"),
         pl.lit("create").alias("kind"),
         _other(pl.col("side")).alias("target_side"),
         pl.lit(None, dtype=pl.String).alias("target_id"),
@@ -755,6 +759,7 @@ def reconcile(
         pl.when(pl.col("kind") == "create").then(pl.lit("new_event"))
         .when(pl.col("is_new")).then(pl.lit("settle_new_pair"))
         .when(pl.col("both_changed")).then(pl.lit("conflict"))
+        .when(pl.col("regroup")).then(pl.lit("synced_invitee_added"))  # R13/C11
         .otherwise(pl.format("changed_on_{}", pl.col("W")))
         .alias("reason"),
         "mailbox",

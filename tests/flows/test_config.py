@@ -95,3 +95,19 @@ def test_load_config_reports_bad_toml_and_missing_file(tmp_path: Path):
     bad.write_text("[salesforce\nauth=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, ENV)
+
+
+@pytest.mark.prefect
+def test_secret_from_a_prefect_secret_block(prefect_harness):
+    from prefect.blocks.system import Secret as SecretBlock
+
+    SecretBlock(value="from-the-block").save("calsync-ews-password", overwrite=True)
+    raw = _raw()
+    del raw["exchange"]["password_env"]
+    raw["exchange"]["password_block"] = "calsync-ews-password"
+    cfg = parse_config(raw, ENV)
+    assert cfg.exchange.password.get() == "from-the-block"
+    assert "from-the-block" not in repr(cfg.exchange)
+    raw["exchange"]["password_block"] = "no-such-block"
+    with pytest.raises(ConfigError, match="cannot load the Prefect Secret block 'no-such-block'"):
+        parse_config(raw, ENV)

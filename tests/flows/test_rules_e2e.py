@@ -384,11 +384,6 @@ def test_r13_unsynced_owner_first_synced_invitee_organizes(world):
     assert "child_event" in _reasons(world.sync(), BOB)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connectors/salesforce_records.py event_row + transforms/reconcile.py, R13/C15: a child event row carries no "
-    "invitees (Salesforce lists relations on the parent only), so when the designated organizer is a child owner "
-    "(parent owner not synced) the meeting is written without the other synced invitees and never reaches Bob; "
-    "tests/connectors/test_salesforce_connector.py asserts child invitees == [], so the connector was not changed"))
 def test_r13_unsynced_owner_meeting_reaches_other_invitees(world):
     _olga_invites_alice_and_bob(world)
     world.sync()
@@ -414,10 +409,6 @@ def test_r13_later_user_creates_no_second_copy(world):
     assert "child_event" in _reasons(s, BOB)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms/reconcile.py, R13/C11/C15: when a user starts syncing after the organizer's copy was written, "
-    "the organizer's pair is not re-projected (its hashes did not change), so the new synced user is never "
-    "added as an attendee and never receives the meeting; his child event waits (child_event) forever"))
 def test_r13_later_user_receives_the_meeting(world):
     _alice_then_bob(world)
     world.sync()
