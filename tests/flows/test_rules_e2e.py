@@ -377,17 +377,21 @@ def _olga_invites_alice_and_bob(world):
 
 
 def test_r13_unsynced_owner_first_synced_invitee_organizes(world):
-    _olga_invites_alice_and_bob(world)
+    s = _olga_invites_alice_and_bob(world)
+    assert "child_event" in _reasons(s, BOB)  # Bob's child waits for the meeting Alice's sync writes
     world.sync()
     meetings = [i for mb in (ALICE, BOB) for i in world.mail_items(mb) if i["subject"] == "Team offsite planning"]
-    assert [i["organizer"] for i in meetings] == [ALICE]  # one meeting, never one per invitee
-    assert "child_event" in _reasons(world.sync(), BOB)
+    # one meeting, never one per invitee: Alice's, and the copy Exchange delivered to Bob
+    assert [i["organizer"] for i in meetings] == [ALICE, ALICE] and len({i["uid"] for i in meetings}) == 1
+    assert world.sync()["totals"]["created"] == 0
 
 
 def test_r13_unsynced_owner_meeting_reaches_other_invitees(world):
     _olga_invites_alice_and_bob(world)
     world.sync()
     assert len(_mail(world, BOB, "Team offsite planning")) == 1 and len(_pairs(world, BOB)) == 1
+    assert _attendees(_one(world.mail_items(ALICE), subject="Team offsite planning")) == [BOB]
+    assert world.sync()["totals"]["deltas"] == 0
 
 
 def _alice_then_bob(world):
@@ -410,10 +414,14 @@ def test_r13_later_user_creates_no_second_copy(world):
 
 
 def test_r13_later_user_receives_the_meeting(world):
-    _alice_then_bob(world)
+    s = _alice_then_bob(world)
+    assert world.query("SELECT count(*) FROM deltas WHERE reason = 'synced_invitee_added'")[0][0] == 1
+    assert "child_event" in _reasons(s, BOB)  # Bob's child waits for the delivered copy ...
     world.sync()
     assert _attendees(_one(world.mail_items(ALICE), subject="Board prep")) == [BOB]
-    assert len(_mail(world, BOB, "Board prep")) == 1
+    assert len(_mail(world, BOB, "Board prep")) == 1 and len(_pairs(world, BOB)) == 1  # ... and links to it (C15)
+    assert [e["IsChild"] for e in _sf(world, BOB, "Board prep")] == [True]
+    assert world.sync()["totals"]["deltas"] == 0
 
 
 def test_r14_email_meeting_gives_each_user_own_copy(world):

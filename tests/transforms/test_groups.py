@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from tests.transforms.builders import ANN, BOB, World, em, events, inv, ops, pairs_for, run, sf, user, users, utc
+from tests.transforms.builders import ANN, BOB, World, em, events, inv, notes, ops, pairs_for, run, sf, user, users, utc
 from transforms.reconcile import apply_outcomes
 from transforms.schema import OUTCOME_SCHEMA
 
@@ -49,6 +49,38 @@ def test_c15_children_link_to_the_delivered_copy_next_run():
     # an attendee's edit of a linked copy is never written into the child
     w.edit("email", f"D_{BOB}", description="my notes", last_modified=utc(2025, 6, 15, 16))
     assert w.sync().deltas.is_empty()
+
+
+def test_r13_a_user_who_starts_syncing_later_is_added_to_the_organizers_copy():
+    # Ann's copy was written while Bob was not synced; once he is, her pair is re-projected (no hash changed)
+    invitees = [inv(BOB, "none", "005BOB", "user"), inv("x@client.example", "none", "003X", "contact")]
+    w = World(events(sf("P_ANN", "Kickoff", organizer_email=ANN, invitees=invitees),
+                     sf("C_BOB", "Kickoff", user=BOB, is_child=True, organizer_email=ANN, invitees=invitees)),
+              usrs=users(user(ANN)))
+    w.sync()
+    ann_copy = next(r for r in w.on("email") if r["user_key"] == ANN)
+    assert [i["email"] for i in ann_copy["invitees"]] == ["x@client.example"]
+    assert w.sync().deltas.is_empty()
+    w.users = users(user(ANN), user(BOB))
+    res = w.sync()
+    assert res.deltas.select("op", "user_key", "target_side", "reason").rows() == [
+        ("update", ANN, "email", "synced_invitee_added")]
+    assert [i["email"] for i in res.deltas["invitees"][0]] == [BOB, "x@client.example"]
+    assert [n[1] for n in notes(res, "skipped")] == ["child_event"]  # Bob's child waits for the delivered copy
+    ann_copy = next(r for r in w.on("email") if r["user_key"] == ANN)
+    w.rows[("email", "D_BOB")] = ann_copy | {"native_id": "D_BOB", "user_key": BOB, "mailbox": BOB, "organizer_email": ANN}
+    assert w.sync().deltas.select("op", "user_key", "linked").rows() == [("pair", BOB, True)]
+    assert w.sync().deltas.is_empty()
+
+
+def test_r13_no_re_projection_for_private_or_one_way_or_already_invited():
+    invitees = [inv(BOB, "none", "005BOB", "user")]
+    for kw, ann in (({"is_private": True}, user(ANN)), ({}, user(ANN, direction="email_to_salesforce"))):
+        base = events(sf("P", "Kickoff", organizer_email=ANN, invitees=invitees, **kw), em("E", "Kickoff", **kw))
+        w = World(base, pairs_for(base, [("P", "E")]), usrs=users(ann, user(BOB)))
+        assert w.sync().deltas.is_empty(), kw
+    base = events(sf("P", "Kickoff", organizer_email=ANN, invitees=invitees), em("E", "Kickoff", invitees=[inv(BOB)]))
+    assert run(base, pairs_for(base, [("P", "E")]), users(user(ANN), user(BOB))).deltas.is_empty()
 
 
 def test_r14_email_meeting_in_several_mailboxes_gives_each_user_a_salesforce_copy():
