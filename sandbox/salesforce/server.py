@@ -148,7 +148,12 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.delay_s)
                 raise Drop()
             if fault.kind == "throttle":
-                return Reply(403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+                # Throttling is the concurrent long-running request limit, not the daily allocation:
+                # same code, its own message ("ConcurrentRequests (Concurrent API Requests) Limit exceeded",
+                # https://help.salesforce.com/s/articleView?id=000389067). The daily limit is
+                # "TotalRequests Limit exceeded." (served by the call counter itself).
+                return Reply(403, [{"message": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                                    "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
                              {"Sforce-Limit-Info": org.limit_header()})
             drop_after = fault.kind == "drop_after_write"
 

@@ -646,13 +646,17 @@ def test_daily_limit_stops_apply_with_api_limit_exceeded_and_outcomes_for_every_
         sf.extract({"ann@example.com": ann}, *WINDOW)
 
 
-def test_sandbox_throttle_reply_reads_as_the_daily_limit(sb):
-    # The sandbox's "throttle" fault answers 403 REQUEST_LIMIT_EXCEEDED "TotalRequests Limit exceeded.",
-    # which is Salesforce's daily-allocation reply, so it stops the run rather than being retried.
+def test_throttling_is_retriable_but_the_daily_limit_is_not(sb):
+    # Throttling (the concurrent-request limit) and the daily allocation share REQUEST_LIMIT_EXCEEDED;
+    # only the daily one ("TotalRequests") stops the run, throttling is retried.
     ann = sb.org.add_user("ann@example.com")
     sf = connect(sb)
     sf.org_info()
     sb.faults.add("throttle", route="/query")
+    with pytest.raises(RetriableError) as exc:
+        sf.extract({"ann@example.com": ann}, *WINDOW)
+    assert not isinstance(exc.value, ApiLimitExceeded)
+    sb.org.set_daily_limit(sb.org.api_calls())
     with pytest.raises(ApiLimitExceeded):
         sf.extract({"ann@example.com": ann}, *WINDOW)
 
