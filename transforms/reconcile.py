@@ -26,6 +26,7 @@ pair_refresh    stored hashes to write for pairs that changed but need no write 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from operator import methodcaller
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -371,8 +372,8 @@ def reconcile(
         t = t.select("user_key", "native_id", "rid", _id_hash(pl.col("user_key"), pl.col("native_id")).alias("h"))
         return t, _ensure_unique(t, t["h"], ["user_key", "native_id"], f"{name} events")
 
-    ev_sf, sf_exact = side_table(SF)
-    ev_em, em_exact = side_table(EM)
+    with ThreadPoolExecutor(max_workers=2) as ex:  # independent, mostly single-threaded in polars
+        (ev_sf, sf_exact), (ev_em, em_exact) = ex.map(side_table, (SF, EM))
 
     # ---- stored pairs -------------------------------------------------------------------------------
     p = conform(pairs, PAIR_SCHEMA)
@@ -390,11 +391,14 @@ def reconcile(
 
     # A native id belongs to at most one pair, and a side lists an event once (checked above). A violation
     # is corrupt state or a connector bug, and the run stops rather than guess.
-    rids = []
-    for id_col, table, exact, what in (("sf_id", ev_sf, sf_exact, "stored pairs' sf_id"), ("email_id", ev_em, em_exact, "stored pairs' email_id")):
+    def lookup(id_col: str, table: pl.DataFrame, exact: bool, what: str) -> pl.Series:
         q = ap.select("user_key", pl.col(id_col).alias("native_id"), _id_hash(pl.col("user_key"), pl.col(id_col)).alias("h"))
         _ensure_unique(q, q["h"], ["user_key", "native_id"], what)
-        rids.append(_lookup_rid(q, table, exact, nw))
+        return _lookup_rid(q, table, exact, nw)
+
+    with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
+        rids = list(ex.map(lookup, ("sf_id", "email_id"), (ev_sf, ev_em), (sf_exact, em_exact),
+                           ("stored pairs' sf_id", "stored pairs' email_id")))
     sf_rid, em_rid = rids[0].alias("sf_rid"), rids[1].alias("em_rid")
     st = ap.hstack([
         sf_rid, em_rid,
@@ -865,12 +869,17 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
         ),
     ]
     schema = {"invitees": pl.List(INVITEE), "invitees_rb": pl.List(INVITEE), "who_ids": pl.List(pl.String)}
-    for side, fn in ((SF, lambda w: inv.email_to_salesforce(w, directory, shared_activities=settings.shared_activities)),
-                     (EM, lambda w: inv.salesforce_to_email(w, directory, synced))):
-        rows = cross.filter(pl.col("target_side") == side) if side == SF else cross.filter(pl.col("target_side") != SF)
-        if rows.is_empty():
-            continue
-        shaped = conform(fn(rows), schema)  # one row per input row, in order
+    fns = {SF: lambda w: inv.email_to_salesforce(w, directory, shared_activities=settings.shared_activities),
+           EM: lambda w: inv.salesforce_to_email(w, directory, synced)}
+    by_side = {SF: cross.filter(pl.col("target_side") == SF), EM: cross.filter(pl.col("target_side") != SF)}
+    by_side = {side: rows for side, rows in by_side.items() if not rows.is_empty()}
+    # the two directions are independent chains of many small polars steps (several single-threaded): run
+    # them side by side (polars releases the GIL)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {side: pool.submit(fns[side], rows) for side, rows in by_side.items()}
+        shaped_by_side = {side: f.result() for side, f in futures.items()}
+    for side, rows in by_side.items():
+        shaped = conform(shaped_by_side[side], schema)  # one row per input row, in order
         rows = rows.hstack(shaped)
         to_sf = side == SF
 

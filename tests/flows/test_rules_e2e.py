@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from tests.flows.conftest import at, user_block
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
