@@ -1,4 +1,10 @@
-"""The HTTP side: EWS endpoint (Basic auth, SOAP dispatch, faults) and the /_sandbox/ control API."""
+"""The HTTP side: EWS endpoint (NTLM and Basic auth, SOAP dispatch, faults) and the /_sandbox/ control API.
+
+Authentication happens before EWS sees the request, as IIS does it: a request that does not authenticate
+gets a 401 offering ``NTLM`` and ``Basic``, is not counted as an EWS call and consumes no injected fault.
+NTLM authenticates the TCP connection (the handler runs HTTP/1.1 keep-alive, one handler per connection):
+see ``ntlm.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from lxml import etree
 
 from .. import httpbase
-from . import soap
+from . import ntlm, soap
 from . import tz as tzmod
 from .service import OPERATIONS, Context, _child, _local
 from .store import EwsError, Org, SoapFault
@@ -36,8 +42,11 @@ class ExchangeSandbox:
         domain: str = "example.com",
         service_account: tuple[str, str] = ("svc-calsync@example.com", DEFAULT_PASSWORD),
         port: int = 0,
+        auth_methods: tuple[str, ...] = ("ntlm", "basic"),
     ) -> None:
         self.clock = clock
+        # Which schemes IIS offers and accepts: "ntlm", "basic" (set to ("ntlm",) for a server with Basic off).
+        self.auth_methods = tuple(auth_methods)
         self.faults = faults
         self.org = Org(clock, domain=domain, service_account=service_account)
         self._port = port
@@ -81,9 +90,50 @@ class ExchangeSandbox:
 
     def describe(self) -> dict:
         return {"ews_url": self.url, "control_url": self.control_url, "username": self.service_account[0],
-                "password": self.service_account[1], "auth_type": "basic", "version": "Exchange2016"}
+                "password": self.service_account[1], "auth_types": list(self.auth_methods),
+                "ntlm_domain": self.netbios_domain, "version": "Exchange2016"}
 
     # authentication ------------------------------------------------------------
+    @property
+    def netbios_domain(self) -> str:
+        """The NetBIOS name of the Windows domain (EXAMPLE for example.com): users log on as EXAMPLE\\user."""
+        return self.org.domain.split(".", 1)[0].upper()
+
+    def account_for(self, user: str, domain: str = "") -> str | None:
+        """The account (lower-case UPN) a logon name names: user@domain, or DOMAIN\\user / user with the
+        NetBIOS or DNS domain given separately (NTLM carries the domain in its own field)."""
+        user, domain = user.strip().lower(), domain.strip().lower()
+        if "\\" in user:
+            domain, user = user.split("\\", 1)
+        if "@" not in user:
+            if domain and domain not in (self.netbios_domain.lower(), self.org.domain):
+                return None
+            user = f"{user}@{self.org.domain}"
+        return user
+
+    def password_of(self, account: str | None) -> str | None:
+        if account is None:
+            return None
+        with self.org.lock:
+            return self.org.passwords.get(account)
+
+    def ntlm_challenge(self, negotiate: bytes) -> ntlm.Challenge:
+        nb = self.netbios_domain
+        return ntlm.build_challenge(negotiate, nb_domain=nb, nb_computer="EXCH01",
+                                    dns_domain=self.org.domain, dns_computer=f"exch01.{self.org.domain}")
+
+    def ntlm_authenticate(self, token: bytes, challenge: ntlm.Challenge) -> str | None:
+        """The account an AUTHENTICATE_MESSAGE proves against ``challenge``, or None."""
+        try:
+            logon = ntlm.verify_authenticate(token, challenge,
+                                             lambda user, domain: self.password_of(self.account_for(user, domain)))
+        except ntlm.NtlmError as e:
+            self.org.record_logon("ntlm", None, False, str(e))
+            return None
+        account = self.account_for(logon.user, logon.domain)
+        self.org.record_logon("ntlm", account, True, f"{logon.domain}\\{logon.user} from {logon.workstation}")
+        return account
+
     def authenticate(self, header: str | None) -> str | None:
         """The account a Basic Authorization header proves, or None. Accepts user@domain and DOMAIN\\user."""
         if not header or not header.lower().startswith("basic "):
@@ -92,18 +142,19 @@ class ExchangeSandbox:
             user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
         except Exception:  # noqa: BLE001
             return None
-        user = user.strip().lower()
-        if "\\" in user:
-            user = f"{user.split(chr(92), 1)[1]}@{self.org.domain}"
-        with self.org.lock:
-            expected = self.org.passwords.get(user)
-        if expected is None or expected != password:
-            return None
-        return user
+        account = self.account_for(user)
+        expected = self.password_of(account)
+        ok = expected is not None and expected == password
+        self.org.record_logon("basic", account if ok else None, ok, "" if ok else "wrong user name or password")
+        return account if ok else None
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keep-alive: one handler instance serves every request of a TCP connection, so the NTLM
+    # handshake (three requests) and the authenticated state below live as long as the connection.
     protocol_version = "HTTP/1.1"
+    _ntlm_pending: ntlm.Challenge | None = None  # challenge sent on this connection, awaiting type 3
+    _ntlm_user: str | None = None  # account this connection authenticated as with NTLM
     server_version = "Microsoft-IIS/10.0"
     sys_version = ""
 
@@ -119,12 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8", extra: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8",
+              extra: dict | list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-FEServer", "SANDBOX")
-        for k, v in (extra or {}).items():
+        for k, v in (extra.items() if isinstance(extra, dict) else extra or []):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
@@ -219,6 +271,15 @@ class _Handler(BaseHTTPRequestHandler):
                 kwargs["last_modified"] = _parse_when(kwargs["last_modified"])
             item_id = org.add_item(mailbox, subject, start, end, **kwargs)
             self._json(200, {"id": item_id})
+        elif path == "/_sandbox/settings":
+            if "auth_methods" in p:
+                methods = tuple(str(m).lower() for m in p["auth_methods"])
+                if not methods or set(methods) - {"ntlm", "basic"}:
+                    raise ValueError("auth_methods: a non-empty list of 'ntlm' and 'basic'")
+                app.auth_methods = methods
+            if "immutable_ids" in p:
+                org.immutable_ids = bool(p["immutable_ids"])
+            self._json(200, {"auth_methods": list(app.auth_methods), "immutable_ids": org.immutable_ids})
         elif path == "/_sandbox/responses":
             org.set_response(p["mailbox"], p["item"], p["attendee"], p["response"])
             self._json(200, {"ok": True})
@@ -226,8 +287,61 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no route POST {path}"})
 
     # EWS --------------------------------------------------------------------------------
+    def _unauthorized(self, ntlm_challenge: bytes | None = None) -> None:
+        """401 as IIS sends it: the NTLM challenge mid-handshake, else every scheme it accepts."""
+        if ntlm_challenge is not None:
+            offers = [("WWW-Authenticate", "NTLM " + base64.b64encode(ntlm_challenge).decode("ascii"))]
+        else:
+            offers = [("WWW-Authenticate", "NTLM" if m == "ntlm" else f'Basic realm="{self.headers.get("Host", "127.0.0.1")}"')
+                      for m in self.app.auth_methods]
+        self._send(401, b"<html><body>401 - Unauthorized: Access is denied due to invalid credentials.</body></html>",
+                   "text/html", offers)
+
+    def _authenticate(self) -> str | None:
+        """The account this request acts as, or None after answering 401 (NTLM steps included)."""
+        app = self.app
+        header = (self.headers.get("Authorization") or "").strip()
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "ntlm" and "ntlm" in app.auth_methods:
+            try:
+                token = base64.b64decode(value.strip(), validate=True)
+                kind = ntlm.message_type(token)
+            except (ValueError, ntlm.NtlmError):
+                kind, token = 0, b""
+            if kind == 1:  # NEGOTIATE: (re)start the handshake on this connection
+                self._ntlm_user = None
+                try:
+                    self._ntlm_pending = app.ntlm_challenge(token)
+                except ntlm.NtlmError:
+                    self._ntlm_pending = None
+                    self._unauthorized()
+                    return None
+                self._unauthorized(self._ntlm_pending.message)
+                return None
+            pending, self._ntlm_pending = self._ntlm_pending, None  # a challenge is good for one answer
+            principal = app.ntlm_authenticate(token, pending) if kind == 3 and pending is not None else None
+            if principal is None:
+                self._unauthorized()
+                return None
+            self._ntlm_user = principal
+            return principal
+        if scheme == "basic" and "basic" in app.auth_methods:
+            principal = app.authenticate(header)
+        elif not header:
+            principal = self._ntlm_user  # a connection NTLM already authenticated
+        else:
+            principal = None
+        if principal is None:
+            self._unauthorized()
+        return principal
+
     def _ews(self, raw: bytes) -> None:
         app, org = self.app, self.app.org
+        # IIS authenticates before EWS runs: 401s are not EWS calls and consume no injected fault.
+        principal = self._authenticate()
+        if principal is None:
+            return
         try:
             root = etree.fromstring(raw, _PARSER)
         except etree.XMLSyntaxError as e:
@@ -252,13 +366,6 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "throttle":
                 self._send(500, soap.server_busy(fault.backoff_ms))
                 return
-
-        principal = app.authenticate(self.headers.get("Authorization"))
-        if principal is None:
-            # IIS rejects the credentials before EWS runs.
-            self._send(401, b"<html><body>401 - Unauthorized: Access is denied due to invalid credentials.</body></html>",
-                       "text/html", {"WWW-Authenticate": f'Basic realm="{self.headers.get("Host", "127.0.0.1")}"'})
-            return
 
         status, payload = self._dispatch(principal, operation, header, request)
         if fault is not None and fault.kind == "drop_after_write":

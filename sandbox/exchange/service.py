@@ -1,13 +1,15 @@
 """EWS operations: parse the SOAP request, act on the Org, answer in Exchange's response shapes.
 
 Operations: GetFolder, FindItem (CalendarView / IndexedPageItemView, simple Restrictions),
-GetItem, CreateItem, UpdateItem, DeleteItem. Reference pages are cited where a rule is copied.
+GetItem (TextBody included), CreateItem, UpdateItem, DeleteItem (DeleteType honoured). Reference pages
+are cited where a rule is copied.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from html.parser import HTMLParser
 from typing import Callable, Iterable
 from xml.sax.saxutils import escape
 
@@ -154,6 +156,63 @@ def _occ_info(tag: str, occ: Occurrence) -> str:
             f"<t:OriginalStart>{fmt_dt(occ.original_start)}</t:OriginalStart></t:{tag}>")
 
 
+# ====================================================================== TextBody
+_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
+               "pre", "hr", "dt", "dd", "section", "article", "header", "footer"}
+_HIDDEN_TAGS = {"head", "style", "script", "title"}
+
+
+class _TextExtractor(HTMLParser):
+    """HTML to plain text the way Exchange's TextBody reads: markup and hidden parts dropped, entities
+    decoded, block elements and <br> as line breaks, runs of blanks collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = [""]
+        self.hidden = 0
+
+    def _break(self) -> None:
+        if self.lines[-1].strip():
+            self.lines.append("")
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag in _HIDDEN_TAGS:
+            self.hidden += 1
+        elif tag == "br":
+            self.lines.append("")
+        elif tag in _BLOCK_TAGS:
+            self._break()
+        elif tag in ("td", "th") and self.lines[-1].strip():
+            self.lines[-1] += "\t"
+
+    def handle_endtag(self, tag) -> None:
+        if tag in _HIDDEN_TAGS:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in _BLOCK_TAGS and tag != "br":
+            self._break()
+
+    def handle_data(self, data) -> None:
+        if not self.hidden:
+            self.lines[-1] += data
+
+
+def text_body(body: str | None, body_type: str) -> str:
+    """The item's body as plain text: a Text body as stored, an HTML body converted."""
+    if not body:
+        return ""
+    if body_type != "HTML":
+        return body
+    parser = _TextExtractor()
+    parser.feed(body)
+    parser.close()
+    lines = [" ".join(line.replace("\xa0", " ").split()) for line in parser.lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    return "\n".join(lines)
+
+
 # ====================================================================== item rendering
 # (element name, FieldURI, renderer) in CalendarItemType schema order (ItemType fields, then calendar ones):
 # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/calendaritem
@@ -174,7 +233,7 @@ def _appointment_state(item) -> int:
 
 FIELDS: list[tuple[str, str, Renderer]] = [
     ("ParentFolderId", "item:ParentFolderId",
-     lambda o, i: f'<t:ParentFolderId Id={soap.attr(o.mailboxes[i.mailbox].folder_id)} ChangeKey="AgAAAA=="/>'),
+     lambda o, i: f'<t:ParentFolderId Id={soap.attr(o.mailboxes[i.mailbox].folder_id_of(i.folder))} ChangeKey="AgAAAA=="/>'),
     ("ItemClass", "item:ItemClass", lambda o, i: "<t:ItemClass>IPM.Appointment</t:ItemClass>"),
     ("Subject", "item:Subject", lambda o, i: f"<t:Subject>{_x(i.subject)}</t:Subject>"),
     ("Sensitivity", "item:Sensitivity", lambda o, i: f"<t:Sensitivity>{i.sensitivity}</t:Sensitivity>"),
@@ -209,6 +268,11 @@ FIELDS: list[tuple[str, str, Renderer]] = [
     ("LastModifiedTime", "item:LastModifiedTime",
      lambda o, i: f"<t:LastModifiedTime>{fmt_dt(i.last_modified)}</t:LastModifiedTime>"),
     ("IsAssociated", "item:IsAssociated", lambda o, i: "<t:IsAssociated>false</t:IsAssociated>"),
+    # Exchange 2013+: the body as plain text whatever its stored type (HTML converted), on request only.
+    # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/textbody
+    ("TextBody", "item:TextBody",
+     lambda o, i: f'<t:TextBody BodyType="Text" IsTruncated="false">{_x(text_body(i.body, i.body_type))}</t:TextBody>'
+     if i.body else '<t:TextBody BodyType="Text" IsTruncated="false"/>'),
     ("UID", "calendar:UID", lambda o, i: f"<t:UID>{_x(i.uid)}</t:UID>"),
     ("RecurrenceId", "calendar:RecurrenceId",
      lambda o, i: f"<t:RecurrenceId>{fmt_dt(i.original_start)}</t:RecurrenceId>" if isinstance(i, Occurrence) else None),
@@ -266,10 +330,12 @@ URI_TO_NAME = {uri: name for name, uri, _ in FIELDS}
 # Default shape for calendar items (ItemShape BaseShape="Default").
 DEFAULT_FIELDS = {"Subject", "HasAttachments", "IsAssociated", "Start", "End", "LegacyFreeBusyStatus", "Location",
                   "CalendarItemType", "Organizer"}
-ALL_FIELDS = {name for name, _, _ in FIELDS}
+# AllProperties leaves out the computed bodies (TextBody, like UniqueBody and NormalizedBody): they come
+# only when asked for in AdditionalProperties.
+ALL_FIELDS = {name for name, _, _ in FIELDS} - {"TextBody"}
 # FindItem cannot return these (body, attendee lists, recurrence blobs):
 # https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/how-to-get-appointments-and-meetings-by-using-ews-in-exchange
-NOT_IN_FINDITEM = {"item:Body", "item:MimeContent", "item:UniqueBody", "calendar:RequiredAttendees",
+NOT_IN_FINDITEM = {"item:Body", "item:TextBody", "item:MimeContent", "item:UniqueBody", "calendar:RequiredAttendees",
                    "calendar:OptionalAttendees", "calendar:Resources", "calendar:ModifiedOccurrences",
                    "calendar:DeletedOccurrences", "calendar:Recurrence", "calendar:FirstOccurrence",
                    "calendar:LastOccurrence", "item:Attachments", "calendar:ConflictingMeetings",
@@ -415,7 +481,16 @@ def _lookup(ctx: Context, id_elem):
 
 
 # ====================================================================== GetFolder
-FOLDER_KINDS = {"calendar", "root", "msgfolderroot"}
+# Distinguished folders served. Items live in the calendar, in Deleted Items (MoveToDeletedItems) and in
+# Recoverable Items\Deletions (SoftDelete); the roots are empty.
+# https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/distinguishedfolderid
+FOLDER_KINDS = {"calendar", "deleteditems", "recoverableitemsdeletions", "recoverableitemsroot", "root", "msgfolderroot"}
+_FOLDER_NAMES = {"calendar": "Calendar", "deleteditems": "Deleted Items", "recoverableitemsdeletions": "Deletions",
+                 "recoverableitemsroot": "Recoverable Items", "root": "", "msgfolderroot": "Top of Information Store"}
+_FOLDER_PARENTS = {"calendar": "msgfolderroot", "deleteditems": "msgfolderroot", "msgfolderroot": "root",
+                   "recoverableitemsroot": "root", "recoverableitemsdeletions": "recoverableitemsroot", "root": None}
+_CHILD_FOLDERS = {"root": 2, "msgfolderroot": 2, "recoverableitemsroot": 1}
+_FOLDER_CLASSES = {"calendar": "IPF.Appointment", "deleteditems": "IPF.Note"}
 
 
 def get_folder(ctx: Context, req) -> list[str]:
@@ -444,10 +519,10 @@ def get_folder(ctx: Context, req) -> list[str]:
 
 def _folder_xml(org: Org, mailbox: str, kind: str, want_all: bool, extra: set[str]) -> str:
     mbx = org.mailboxes[mailbox]
-    fid = {"calendar": mbx.folder_id, "root": mbx.root_id, "msgfolderroot": mbx.msgroot_id}[kind]
-    parent = {"calendar": mbx.msgroot_id, "msgfolderroot": mbx.root_id, "root": None}[kind]
+    fid = mbx.folder_id_of(kind)
+    parent = mbx.folder_id_of(_FOLDER_PARENTS[kind]) if _FOLDER_PARENTS[kind] else None
     tag = "CalendarFolder" if kind == "calendar" else "Folder"
-    name = {"calendar": "Calendar", "root": "", "msgfolderroot": "Top of Information Store"}[kind]
+    name = _FOLDER_NAMES[kind]
     parts = [f'<t:{tag}><t:FolderId Id={soap.attr(fid)} ChangeKey="AgAAABYAAAA="/>']
 
     def want(uri: str) -> bool:
@@ -455,14 +530,14 @@ def _folder_xml(org: Org, mailbox: str, kind: str, want_all: bool, extra: set[st
 
     if parent and want("folder:ParentFolderId"):
         parts.append(f'<t:ParentFolderId Id={soap.attr(parent)} ChangeKey="AQAAAA=="/>')
-    if kind == "calendar" and want("folder:FolderClass"):
-        parts.append("<t:FolderClass>IPF.Appointment</t:FolderClass>")
+    if kind in _FOLDER_CLASSES and want("folder:FolderClass"):
+        parts.append(f"<t:FolderClass>{_FOLDER_CLASSES[kind]}</t:FolderClass>")
     if want("folder:DisplayName"):
         parts.append(f"<t:DisplayName>{name}</t:DisplayName>")
     if want("folder:TotalCount"):
-        parts.append(f"<t:TotalCount>{len(mbx.items) if kind == 'calendar' else 0}</t:TotalCount>")
+        parts.append(f"<t:TotalCount>{len(mbx.folder_items(kind))}</t:TotalCount>")
     if want("folder:ChildFolderCount"):
-        parts.append(f"<t:ChildFolderCount>{0 if kind == 'calendar' else 1}</t:ChildFolderCount>")
+        parts.append(f"<t:ChildFolderCount>{_CHILD_FOLDERS.get(kind, 0)}</t:ChildFolderCount>")
     if kind != "calendar" and want("folder:UnreadCount"):
         parts.append("<t:UnreadCount>0</t:UnreadCount>")
     parts.append(f"</t:{tag}>")
@@ -490,12 +565,11 @@ def find_item(ctx: Context, req) -> list[str]:
     for ref in (parents if parents is not None else []):
         try:
             mailbox, kind = _folder_ref(ctx, ref)
-            if kind != "calendar":
-                # Only calendars are kept; other folders exist and are empty.
-                if kind not in FOLDER_KINDS:
-                    raise EwsError("ErrorFolderNotFound", soap.text_for("ErrorFolderNotFound"))
-                out.append(soap.success("FindItem", '<m:RootFolder TotalItemsInView="0" IncludesLastItemInRange="true"><t:Items/></m:RootFolder>'))
-                continue
+            if kind not in FOLDER_KINDS:
+                raise EwsError("ErrorFolderNotFound", soap.text_for("ErrorFolderNotFound"))
+            if view is not None and kind != "calendar":
+                raise EwsError("ErrorCalendarFolderIsInvalidForCalendarView",
+                               "The specified folder for CalendarView is not a calendar folder.")
             if view is not None:
                 start = parse_datetime(view.get("StartDate", ""), ctx)
                 end = parse_datetime(view.get("EndDate", ""), ctx)
@@ -515,7 +589,7 @@ def find_item(ctx: Context, req) -> list[str]:
                     page, last = found, True
                 attrs = f'TotalItemsInView="{total}" IncludesLastItemInRange="{str(last).lower()}"'
             else:
-                items = list(org.mailboxes[mailbox].items.values())
+                items = list(org.mailboxes[mailbox].folder_items(kind).values())
                 if restriction is not None:
                     pred = compile_restriction(ctx, restriction[0] if len(restriction) else None)
                     items = [i for i in items if pred(i)]
@@ -1048,6 +1122,10 @@ def _update_occurrence(ctx: Context, occ: Occurrence, fields: dict, deleted: set
 
 
 # ====================================================================== DeleteItem
+# HardDelete: gone for good; SoftDelete: into the dumpster (no longer reachable by EWS item calls);
+# MoveToDeletedItems: into the Deleted Items folder, out of the calendar (see store.Org.delete_item).
+# https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem-operation
+# https://learn.microsoft.com/en-us/previous-versions/office/developer/exchange-server-2010/bb402085(v=exchg.140)
 DELETE_TYPES = ("HardDelete", "SoftDelete", "MoveToDeletedItems")
 
 
@@ -1083,7 +1161,7 @@ def delete_item(ctx: Context, req) -> list[str]:
                                 c.deleted_occurrences.add(target.original_start)
                                 org.touch(c)
             else:
-                del org.mailboxes[target.mailbox].items[target.id]
+                org.delete_item(target, delete_type)
                 if sending and target.is_organizer_copy and target.is_meeting:
                     org.deliver(target, [a.email for a in target.attendees], "cancellation")
             out.append(soap.success("DeleteItem"))

@@ -13,6 +13,16 @@ Rules copied from Exchange:
 - The server owns attendees' ResponseType: Unknown in the organizer's copy until the attendee
   responds; what a client sends is ignored.
 - ChangeKey changes on every write; LastModifiedTime is stamped from the shared clock.
+- DeleteItem's DeleteType: HardDelete removes the item for good; SoftDelete moves it to the dumpster
+  (Recoverable Items > Deletions); MoveToDeletedItems moves it to the Deleted Items folder. A moved item
+  gets a new ItemId (item ids change when an item changes folder: "By default, this
+  value changes when the item is moved from one container (such as a folder or calendar) to another",
+  https://learn.microsoft.com/en-us/graph/outlook-immutable-id), so the old id is ErrorItemNotFound.
+  ``Org.immutable_ids = True`` keeps ids across the move instead (what Exchange Online does for clients
+  that ask for immutable ids); the item then answers GetItem by its old id with the Deleted Items
+  ParentFolderId. Deleting from Deleted Items with MoveToDeletedItems soft-deletes; deleting from the
+  dumpster removes for good.
+  https://learn.microsoft.com/en-us/previous-versions/office/developer/exchange-server-2010/bb402085(v=exchg.140)
 """
 
 from __future__ import annotations
@@ -204,6 +214,7 @@ class Item:
     deleted_occurrences: set[datetime] = field(default_factory=set)
     # original start (UTC) -> overrides (subject/body/start/end/location/sensitivity) and own changekey
     modified_occurrences: dict[datetime, dict] = field(default_factory=dict)
+    folder: str = "calendar"  # distinguished name of the folder holding it: calendar | deleteditems
 
     @property
     def is_organizer_copy(self) -> bool:
@@ -264,11 +275,25 @@ class Mailbox:
     ms_tz: str
     name: str
     password: str | None
-    items: dict[str, Item] = field(default_factory=dict)
+    items: dict[str, Item] = field(default_factory=dict)  # the calendar folder
+    deleted_items: dict[str, Item] = field(default_factory=dict)  # the Deleted Items folder
+    recoverable_items: dict[str, Item] = field(default_factory=dict)  # Recoverable Items > Deletions (the dumpster)
 
     @property
     def folder_id(self) -> str:
         return _b64(f"FLD|{self.email}|calendar")
+
+    @property
+    def deleted_items_id(self) -> str:
+        return _b64(f"FLD|{self.email}|deleteditems")
+
+    def folder_id_of(self, kind: str) -> str:
+        return _b64(f"FLD|{self.email}|{kind}")
+
+    def folder_items(self, kind: str) -> dict[str, Item]:
+        """The items of a folder this sandbox keeps items in (calendar, deleteditems); other folders are empty."""
+        return {"calendar": self.items, "deleteditems": self.deleted_items,
+                "recoverableitemsdeletions": self.recoverable_items}.get(kind, {})
 
     @property
     def root_id(self) -> str:
@@ -288,6 +313,8 @@ class Org:
         self.service_account = service_account
         self.lock = threading.RLock()
         self._seq = itertools.count(1)
+        # False: an item moved to Deleted Items gets a new id (Exchange's default). True: ids survive the move.
+        self.immutable_ids = False
         self.reset()
 
     # ------------------------------------------------------------------ admin / seeding
@@ -298,6 +325,7 @@ class Org:
             self.passwords: dict[str, str] = {self.service_account[0].lower(): self.service_account[1]}
             self.impersonators: set[str] = {self.service_account[0].lower()}
             self._invitations: list[dict] = []
+            self.logons: list[dict] = []  # every authentication attempt that reached a verdict
             self._calls = 0
             self.calls_by_operation: dict[str, int] = {}
 
@@ -338,6 +366,11 @@ class Org:
         with self.lock:
             self._calls += 1
             self.calls_by_operation[operation] = self.calls_by_operation.get(operation, 0) + 1
+
+    def record_logon(self, scheme: str, account: str | None, ok: bool, detail: str = "") -> None:
+        with self.lock:
+            self.logons.append({"scheme": scheme, "account": account, "ok": ok, "detail": detail,
+                                "at": self.clock.now().isoformat()})
 
     def calls(self) -> int:
         with self.lock:
@@ -524,7 +557,7 @@ class Org:
         if mbx is None:
             return None
         if kind == "item":
-            return mbx.items.get(item_id)
+            return mbx.items.get(item_id) or mbx.deleted_items.get(item_id) or mbx.recoverable_items.get(item_id)
         master = mbx.items.get(self.master_id_of_occurrence(item_id) or "")
         if master is None or master.recurrence is None:
             return None
@@ -612,6 +645,20 @@ class Org:
                         copy.my_response = response
                         self.touch(copy)
 
+    def delete_item(self, item: Item, delete_type: str) -> None:
+        """Remove a (non-occurrence) item from its folder as DeleteItem's DeleteType says."""
+        mbx = self.mailboxes[item.mailbox]
+        mbx.folder_items(item.folder).pop(item.id, None)
+        if delete_type == "HardDelete" or item.folder == "recoverableitemsdeletions":
+            return
+        target = "deleteditems" if delete_type == "MoveToDeletedItems" and item.folder != "deleteditems" \
+            else "recoverableitemsdeletions"
+        if not self.immutable_ids:
+            item.id = self.new_item_id(mbx.email)
+        item.folder = target
+        self.touch(item)
+        mbx.folder_items(target)[item.id] = item
+
     def touch(self, item: Item) -> None:
         item.changekey = self.new_changekey()
         item.last_modified = self.clock.now()
@@ -687,9 +734,12 @@ class Org:
         dst.modified_occurrences = {k: dict(v) for k, v in src.modified_occurrences.items()}
 
     # ------------------------------------------------------------------ inspection
-    def items(self, mailbox: str) -> list[dict]:
+    def items(self, mailbox: str, folder: str = "calendar") -> list[dict]:
+        """A folder's items as JSON: ``calendar`` (default), ``deleteditems`` or ``recoverableitemsdeletions``."""
         with self.lock:
-            return [item_to_json(i) for i in sorted(self.mailbox(mailbox).items.values(), key=lambda i: (i.start, i.id))]
+            mbx = self.mailbox(mailbox)
+            source = mbx.folder_items(folder)
+            return [item_to_json(i) for i in sorted(source.values(), key=lambda i: (i.start, i.id))]
 
     def dump(self) -> dict:
         with self.lock:
@@ -705,6 +755,10 @@ class Org:
                         "windows_time_zone": m.ms_tz,
                         "has_password": m.password is not None,
                         "items": [item_to_json(i) for i in sorted(m.items.values(), key=lambda i: (i.start, i.id))],
+                        "deleted_items": [item_to_json(i) for i in
+                                          sorted(m.deleted_items.values(), key=lambda i: (i.start, i.id))],
+                        "recoverable_items": [item_to_json(i) for i in
+                                              sorted(m.recoverable_items.values(), key=lambda i: (i.start, i.id))],
                     }
                     for m in self.mailboxes.values()
                 },
@@ -717,6 +771,7 @@ def item_to_json(item: Item) -> dict:
         "id": item.id,
         "changekey": item.changekey,
         "mailbox": item.mailbox,
+        "folder": item.folder,
         "uid": item.uid,
         "subject": item.subject,
         "start": fmt_dt(item.start),

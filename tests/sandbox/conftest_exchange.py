@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
-from exchangelib import BASIC, DELEGATE, IMPERSONATION, Account, Configuration, Credentials, EWSTimeZone, Version
+from exchangelib import BASIC, DELEGATE, IMPERSONATION, NTLM, Account, Configuration, Credentials, EWSTimeZone, Version
 from exchangelib.protocol import FailFast, close_connections
 from exchangelib.version import EXCHANGE_2016
 
@@ -36,6 +36,8 @@ def _ex_server():
 def ex(_ex_server):
     sandbox = _ex_server
     sandbox.org.reset()
+    sandbox.org.immutable_ids = False
+    sandbox.auth_methods = ("ntlm", "basic")
     sandbox.faults.clear()
     sandbox.clock.set(NOW)
     sandbox.org.add_mailbox(ANN, time_zone="Europe/Berlin", password=ANN_PASSWORD)
@@ -47,14 +49,14 @@ def ex(_ex_server):
 
 @pytest.fixture
 def connect(ex):
-    """connect(mailbox, credentials=None, access_type=IMPERSONATION, tz="UTC") -> exchangelib Account."""
+    """connect(mailbox, credentials=None, access_type=IMPERSONATION, tz="UTC", auth_type=BASIC) -> exchangelib Account."""
 
-    def _connect(mailbox=ANN, credentials=None, access_type=IMPERSONATION, tz="UTC"):
+    def _connect(mailbox=ANN, credentials=None, access_type=IMPERSONATION, tz="UTC", auth_type=BASIC):
         creds = Credentials(*(credentials or ex.service_account))
         config = Configuration(
             service_endpoint=ex.url,
             credentials=creds,
-            auth_type=BASIC,
+            auth_type=auth_type,
             version=Version(build=EXCHANGE_2016),
             retry_policy=FailFast(),
         )
@@ -96,4 +98,4 @@ def raw_soap(ex, body: str, credentials=None, headers: str = "") -> requests.Res
 
 
 __all__ = ["_ex_server", "ex", "connect", "control", "raw_soap", "ANN", "BOB", "CAROL", "ANN_PASSWORD", "NOW", "UTC",
-           "DELEGATE", "IMPERSONATION", "warnings"]
+           "BASIC", "DELEGATE", "IMPERSONATION", "NTLM", "warnings"]

@@ -31,7 +31,9 @@ def test_wrong_password_is_http_401(ex, connect):
                      '<m:FolderIds><t:DistinguishedFolderId Id="calendar"/></m:FolderIds></m:GetFolder>',
                  credentials=("svc-calsync@example.com", "nope"))
     assert r.status_code == 401
-    assert r.headers["WWW-Authenticate"].startswith("Basic")
+    # IIS offers every scheme it accepts, one WWW-Authenticate header each (requests joins them with ", ").
+    assert r.headers["WWW-Authenticate"].split(", ")[0] == "NTLM"
+    assert r.headers["WWW-Authenticate"].split(", ")[1].startswith("Basic realm=")
 
 
 def test_impersonation_without_the_role_is_denied(ex, connect):

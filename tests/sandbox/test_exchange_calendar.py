@@ -162,3 +162,40 @@ def test_filter_with_a_restriction(ex, connect):
     assert [i.subject for i in cal.filter(subject="alpha")] == ["alpha"]
     assert sorted(i.subject for i in cal.filter(subject__startswith="alpha")) == ["alpha", "alphabet"]
     assert [i.subject for i in cal.filter(start__gte=ews(2026, 12, 2), start__lt=ews(2026, 12, 3))] == ["beta"]
+
+
+def test_text_body_is_the_body_as_plain_text_on_request(ex, connect):
+    # item:TextBody (Exchange 2013+): the body as plain text, HTML converted; only when asked for.
+    # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/textbody
+    from exchangelib import HTMLBody
+
+    account = connect(ANN)
+    html = CalendarItem(account=account, folder=account.calendar, subject="html",
+                        body=HTMLBody("<html><head><style>p {color: red}</style></head><body>"
+                                      "<p>Agenda:&nbsp;<b>Q4</b> &amp; budget</p><ul><li>one</li><li>two</li></ul>"
+                                      "<div>Dial-in<br>+1 555 0100</div></body></html>"),
+                        start=ews(2026, 12, 1, 9), end=ews(2026, 12, 1, 10))
+    text = CalendarItem(account=account, folder=account.calendar, subject="text", body="line 1\nline 2",
+                        start=ews(2026, 12, 1, 11), end=ews(2026, 12, 1, 12))
+    empty = CalendarItem(account=account, folder=account.calendar, subject="empty",
+                         start=ews(2026, 12, 1, 13), end=ews(2026, 12, 1, 14))
+    created, _, _ = account.bulk_create(folder=account.calendar, items=[html, text, empty],
+                                        send_meeting_invitations="SendToNone")
+
+    # Through a query (FindItem cannot return it, so exchangelib follows up with GetItem) ...
+    got = {i.subject: i for i in account.calendar.view(ews(2026, 12, 1), ews(2026, 12, 2)).only("subject", "text_body")}
+    assert got["html"].text_body == "Agenda: Q4 & budget\none\ntwo\nDial-in\n+1 555 0100"
+    assert got["text"].text_body == "line 1\nline 2"
+    assert got["empty"].text_body is None
+    assert got["html"].body is None  # not requested, not returned
+    # ... and by id, next to the HTML body it was made from.
+    [item] = list(account.fetch(ids=[(created.id, created.changekey)], only_fields=["body", "text_body"]))
+    assert item.body.startswith("<html>") and type(item.body).__name__ == "HTMLBody"
+    assert item.text_body.startswith("Agenda: Q4")
+    # A GetItem that does not ask for it does not get it.
+    r = raw_soap(ex, '<m:GetItem><m:ItemShape><t:BaseShape>AllProperties</t:BaseShape></m:ItemShape>'
+                     f'<m:ItemIds><t:ItemId Id="{created.id}"/></m:ItemIds></m:GetItem>',
+                 headers=f'<t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>{ANN}'
+                         '</t:PrimarySmtpAddress></t:ConnectingSID></t:ExchangeImpersonation>')
+    root = etree.fromstring(r.content)
+    assert root.find(".//{*}Body") is not None and root.find(".//{*}TextBody") is None

@@ -9,7 +9,7 @@ from exchangelib import Attendee, EWSDateTime, EWSTimeZone, Mailbox
 from exchangelib.errors import ErrorIrresolvableConflict, ErrorItemNotFound
 from exchangelib.items import CalendarItem
 
-from .conftest_exchange import ANN, BOB, CAROL, UTC, _ex_server, connect, ex  # noqa: F401
+from .conftest_exchange import ANN, BOB, CAROL, UTC, _ex_server, connect, control, ex  # noqa: F401
 
 TZ = EWSTimeZone("UTC")
 
@@ -156,3 +156,62 @@ def test_meeting_updates_and_cancellations(ex, connect):
     item.delete(send_meeting_cancellations="SendToAllAndSaveCopy")
     assert {i["subject"] for i in ex.org.items(CAROL)} == {"Other"}
     assert ex.org.invitations()[-1]["kind"] == "cancellation"
+
+
+def _window(account):
+    return list(account.calendar.view(ews(2026, 12, 1), ews(2026, 12, 31)))
+
+
+def test_move_to_deleted_items_leaves_the_calendar_and_changes_the_id(ex, connect):
+    account = connect(ANN)
+    item = meeting(account, "binned", 10)
+    item.save(send_meeting_invitations="SendToNone")
+    old_id, old_key = item.id, item.changekey
+    item.move_to_trash(send_meeting_cancellations="SendToNone")  # DeleteType="MoveToDeletedItems"
+
+    assert _window(account) == []
+    # The item now sits in Deleted Items under a new id (ids change when an item changes folder);
+    # the id the client had no longer resolves.
+    [result] = list(account.fetch(ids=[(old_id, old_key)]))
+    assert isinstance(result, ErrorItemNotFound)
+    trash = account.trash  # GetFolder DistinguishedFolderId="deleteditems"
+    assert (trash.name, trash.total_count) == ("Deleted Items", 1)
+    [binned] = list(trash.all())
+    assert binned.subject == "binned" and binned.id != old_id
+    assert binned.parent_folder_id.id == trash.id != account.calendar.id
+    assert [i["subject"] for i in ex.org.items(ANN, "deleteditems")] == ["binned"]
+    # Deleting it from Deleted Items with MoveToDeletedItems soft-deletes it, into Recoverable Items.
+    binned_id = binned.id
+    binned.move_to_trash(send_meeting_cancellations="SendToNone")  # exchangelib forgets the id
+    assert list(account.trash.all()) == []
+    assert isinstance(next(account.fetch(ids=[(binned_id, None)])), ErrorItemNotFound)
+    assert [i["subject"] for i in ex.org.items(ANN, "recoverableitemsdeletions")] == ["binned"]
+
+
+def test_move_to_deleted_items_with_immutable_ids_keeps_the_id(ex, connect):
+    assert control(ex, "POST", "settings", {"immutable_ids": True})["immutable_ids"] is True
+    account = connect(ANN)
+    item = meeting(account, "binned", 11)
+    item.save(send_meeting_invitations="SendToNone")
+    item_id = item.id
+    item.move_to_trash(send_meeting_cancellations="SendToNone")
+    assert _window(account) == []
+    [found] = list(account.fetch(ids=[(item_id, None)]))
+    assert found.subject == "binned"
+    assert found.parent_folder_id.id == account.trash.id != account.calendar.id
+
+
+@pytest.mark.parametrize("how", ["soft_delete", "delete"])  # DeleteType SoftDelete / HardDelete
+def test_soft_and_hard_delete_make_the_item_not_found(ex, connect, how):
+    account = connect(ANN)
+    item = meeting(account, "removed", 12)
+    item.save(send_meeting_invitations="SendToNone")
+    item_id = item.id
+    getattr(item, how)(send_meeting_cancellations="SendToNone")
+    assert _window(account) == []
+    assert isinstance(next(account.fetch(ids=[(item_id, None)])), ErrorItemNotFound)
+    assert list(account.trash.all()) == []
+    # SoftDelete: in the dumpster (Recoverable Items > Deletions), which EWS can still list.
+    dumpster = list(account.recoverable_items_deletions.all())
+    assert [i.subject for i in dumpster] == (["removed"] if how == "soft_delete" else [])
+    assert all(i.parent_folder_id.id == account.recoverable_items_deletions.id for i in dumpster)
