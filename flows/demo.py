@@ -33,7 +33,7 @@ ca_file = "{ca_file}"
 endpoint = "{endpoint}"
 username = "{username}"
 password_env = "CALSYNC_EWS_PASSWORD"
-auth_type = "basic"
+auth_type = "ntlm"
 
 [sync]
 mass_delete_share = 0.5

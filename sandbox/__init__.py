@@ -100,6 +100,8 @@ class Sandbox:
                 "endpoint": self.exchange.url,
                 "username": user,
                 "password": password,
+                "auth_types": ["ntlm", "basic"],
+                "ntlm_domain": "EXAMPLE",
                 "control": self.exchange.url.split("/EWS/")[0] + "/_sandbox/",
             },
         }
