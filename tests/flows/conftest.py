@@ -32,6 +32,21 @@ def at(day: int, hour: int = 10, minute: int = 0) -> datetime:
 ZONES = {"alice@example.com": "Europe/Berlin", "bob@example.com": "America/New_York"}
 
 
+def one(items, **match):
+    """The single item whose fields equal ``match`` (fails, listing the items, otherwise)."""
+    found = [i for i in items if all(i.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, f"expected one item matching {match}, found {len(found)} in {items}"
+    return found[0]
+
+
+def mail_with(world: "World", mailbox: str, subject: str) -> list[dict]:
+    return [i for i in world.mail_items(mailbox) if i["subject"] == subject]
+
+
+def sf_with(world: "World", owner: str, subject: str) -> list[dict]:
+    return [e for e in world.sf_events(owner) if e["Subject"] == subject and not e.get("IsDeleted")]
+
+
 def user_block(email: str, **settings) -> str:
     settings.setdefault("time_zone", ZONES.get(email, "UTC"))
     lines = [f'\n[[users]]\nemail = "{email}"\nmailbox = "{settings.pop("mailbox", email)}"']

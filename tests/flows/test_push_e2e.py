@@ -7,18 +7,12 @@ import pytest
 
 from flows.config import load_config
 from flows.push import add_commands, push
-from tests.flows.conftest import at, user_block
+from tests.flows.conftest import at, user_block, mail_with as _mail, sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 CAROL = "carol@customer.example"
 
 
-def _mail(world, mailbox, subject):
-    return [i for i in world.mail_items(mailbox) if i["subject"] == subject]
-
-
-def _sf(world, owner, subject):
-    return [e for e in world.sf_events(owner) if e["Subject"] == subject]
 
 
 def test_pushed_salesforce_event_is_kept_up_to_date_by_updates_only(world):

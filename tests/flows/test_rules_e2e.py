@@ -10,25 +10,14 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from tests.flows.conftest import at, user_block
+from tests.flows.conftest import at, user_block, one as _one, mail_with as _mail, sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 CAROL, FRANK = "carol@customer.example", "frank@prospect.example"
 UTC = timezone.utc
 
 
-def _one(items, **match):
-    found = [i for i in items if all(i.get(k) == v for k, v in match.items())]
-    assert len(found) == 1, f"expected one item matching {match}, found {len(found)} in {items}"
-    return found[0]
 
-
-def _mail(world, mailbox, subject):
-    return [i for i in world.mail_items(mailbox) if i["subject"] == subject]
-
-
-def _sf(world, owner, subject):
-    return [e for e in world.sf_events(owner) if e["Subject"] == subject and not e.get("IsDeleted")]
 
 
 def _rels(world, event_id, invitee=True):

@@ -7,23 +7,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.flows.conftest import at, user_block
+from tests.flows.conftest import at, user_block, one as _one, mail_with as _mail, sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
 
-def _one(items, **match):
-    found = [i for i in items if all(i.get(k) == v for k, v in match.items())]
-    assert len(found) == 1, f"expected one item matching {match}, found {len(found)} in {items}"
-    return found[0]
 
-
-def _mail(world, mailbox, subject):
-    return [i for i in world.mail_items(mailbox) if i["subject"] == subject]
-
-
-def _sf(world, owner, subject):
-    return [e for e in world.sf_events(owner) if e["Subject"] == subject and not e.get("IsDeleted")]
 
 
 def test_r1_salesforce_event_appears_in_mailbox_with_all_six_fields(world):
