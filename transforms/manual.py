@@ -104,7 +104,8 @@ def push_one(
         (pl.col("user_key") == user_key)
         & (pl.col("side") == other)
         & ~pl.col("native_id").is_in(list(taken))
-        & (pl.col("key") == row["key"]).fill_null(False)
+        # An event without a key (no subject) has no counterpart by key.
+        & (pl.col("key") == pl.lit(row["key"], dtype=pl.String)).fill_null(False)
         & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | (pl.col("mailbox") == mailbox))
     )
 
