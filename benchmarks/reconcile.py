@@ -10,7 +10,7 @@ and invitee-carrying events; a handful of users whose email side came back empty
 Prints the generator's peak RSS; then, in a fresh process that loads the generated frames (so neither the
 generator's peak nor the memory its allocator keeps is counted), the best wall time of normalise+reconcile,
 reconcile's peak RSS increase over the loaded inputs (VmHWM, reset after loading; tracemalloc does not see
-polars' Rust allocations) and, as a baseline ratio, the time of a plain join of the same frames.
+polars' Rust allocations; the previous repetition's result is dropped first, as a run holds one) and, as a baseline ratio, the time of a plain join of the same frames.
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ def measure(folder: Path, repeat: int) -> None:
     print(f"inputs loaded in a fresh process: {rss_inputs:.0f} MiB resident; running ...", flush=True)
     best, result = float("inf"), None
     for _ in range(repeat):
+        result = None  # a run holds one result: the previous one is not part of this one's peak
         t = time.perf_counter()
         result = reconcile(events, pairs, users, directory, today=TODAY, settings=Settings())
         best = min(best, time.perf_counter() - t)

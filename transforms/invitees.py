@@ -45,13 +45,18 @@ def _r12_order() -> list[str]:
 
 def match_attendees(att: pl.DataFrame, directory: pl.DataFrame) -> pl.DataFrame:
     """C12: each (wid, email) matched to at most one Contact/Lead. ``att`` needs wid, email, sf_user_id.
+    Rows come back sorted by wid, then email.
 
     Emails are compared lower-case; a null email never matches (polars joins skip nulls).
     """
     cand = att.join(directory, on="email", how="inner", validate="m:m").with_columns(
         pl.when(pl.col("owner_id") == pl.col("sf_user_id")).then(0).otherwise(1).cast(pl.Int8).alias("owned_rank")
     )
-    return cand.sort(["wid", *_r12_order()]).unique(subset=["wid", "email"], keep="first", maintain_order=True)
+    # sorted by (wid, email) first, a pair's candidates are adjacent in R12 order: keep each run's first row
+    # (a shifted compare instead of a hashed unique)
+    srt = cand.sort(["wid", "email", "type_rank", "owned_rank", "record_id"])
+    first = (pl.col("wid") != pl.col("wid").shift(1)).fill_null(True) | (pl.col("email") != pl.col("email").shift(1)).fill_null(True)
+    return srt.filter(first)
 
 
 def invitee_lists(rows: pl.DataFrame, lists: dict[str, str]) -> pl.DataFrame:
@@ -79,14 +84,6 @@ def to_invitee_list(response_col: str = "response") -> pl.Expr:
     )
 
 
-def _id_sets(rows: pl.DataFrame, alias: str) -> pl.DataFrame:
-    """wid -> its distinct record ids, sorted (one global sort instead of a sort per group)."""
-    return (
-        rows.select("wid", "record_id").unique(maintain_order=False).sort("wid", "record_id")
-        .group_by("wid", maintain_order=True).agg(pl.col("record_id").alias(alias))
-    )
-
-
 def email_to_salesforce(work: pl.DataFrame, directory: pl.DataFrame, *, shared_activities: bool) -> pl.DataFrame:
     """R11/C11/C13/C14 for rows copying an email body to Salesforce.
 
@@ -109,7 +106,8 @@ def email_to_salesforce(work: pl.DataFrame, directory: pl.DataFrame, *, shared_a
     current_resp = current.filter(pl.col("record_id").is_not_null()).select(
         "wid", "record_id", pl.col("response").alias("_cur_response")
     ).unique(subset=["wid", "record_id"], keep="first", maintain_order=True)
-    matched = matched.join(current_resp, on=["wid", "record_id"], how="left", validate="1:1").with_columns(
+    # both sides unique on (wid, record_id) by construction: no validation pass
+    matched = matched.join(current_resp, on=["wid", "record_id"], how="left").with_columns(
         # C13: the mailbox sees responses only as organizer; otherwise Salesforce keeps what it has.
         pl.when(organized.fill_null(False))
         .then(pl.col("response").fill_null("none"))
@@ -139,18 +137,28 @@ def email_to_salesforce(work: pl.DataFrame, directory: pl.DataFrame, *, shared_a
         )
     else:
         who = ordered.group_by("wid", maintain_order=True).agg(pl.col("record_id").head(1).alias("who_ids"))
-    new_set = _id_sets(matched, "_new")
-    cur_set = _id_sets(current.filter(pl.col("record_type").is_in(REPRESENTABLE_TYPES) & pl.col("record_id").is_not_null()), "_cur")
+    # C14: does the update change the target's set of invitee records? Sets A (matched) and B (current) are
+    # equal iff |A| = |B| = |A & B| (distinct counts): three group counts instead of sorted id lists
+    cur_ids = current.filter(pl.col("record_type").is_in(REPRESENTABLE_TYPES) & pl.col("record_id").is_not_null()).select(
+        "wid", "record_id").unique()
+    n_new = matched.group_by("wid").agg(pl.col("record_id").n_unique().alias("_n_new"))
+    n_cur = cur_ids.group_by("wid").len(name="_n_cur")
+    n_common = matched.join(cur_ids, on=["wid", "record_id"], how="semi").group_by("wid").agg(
+        pl.col("record_id").n_unique().alias("_n_common"))
     empty = pl.lit([], dtype=pl.List(pl.String))
+    zero = pl.lit(0, dtype=pl.UInt32)
+    same_set = (pl.col("_n_new").fill_null(zero) == pl.col("_n_cur").fill_null(zero)) & (
+        pl.col("_n_common").fill_null(zero) == pl.col("_n_new").fill_null(zero))
     # each of these has one row per wid (grouped by it); the result keeps the order of ``work``
     out = (
         work.select("wid", "is_create")
         .join(lists, on="wid", how="left", maintain_order="left")
         .join(who, on="wid", how="left", maintain_order="left")
-        .join(new_set, on="wid", how="left", maintain_order="left")
-        .join(cur_set, on="wid", how="left", maintain_order="left")
+        .join(n_new, on="wid", how="left", maintain_order="left")
+        .join(n_cur, on="wid", how="left", maintain_order="left")
+        .join(n_common, on="wid", how="left", maintain_order="left")
         .with_columns(
-            pl.when(pl.col("is_create") | (pl.col("_new").fill_null(empty) != pl.col("_cur").fill_null(empty)))
+            pl.when(pl.col("is_create") | ~same_set)
             .then(pl.col("who_ids").fill_null(empty))
             .alias("who_ids")
         )
@@ -184,7 +192,7 @@ def salesforce_to_email(work: pl.DataFrame, directory: pl.DataFrame, synced: pl.
     cur_resp = current.select("wid", "email", pl.col("response").alias("_cur")).unique(
         subset=["wid", "email"], keep="first", maintain_order=True
     )
-    src = src.join(cur_resp, on=["wid", "email"], how="left", validate="1:1").with_columns(
+    src = src.join(cur_resp, on=["wid", "email"], how="left").with_columns(  # both unique on (wid, email)
         pl.col("_cur").fill_null("none").alias("response")
     )
     known = pl.concat([directory.select("email"), synced_emails.select("email")]).unique()

@@ -26,6 +26,26 @@ def clean_subject(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars()
 
 
+# Unicode White_Space (what the regex class \s matches) other than the plain space, a run of two spaces, or a
+# leading or trailing space: a subject with none of these is already clean
+_DIRTY = r"[\t-\r\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]|  |^ | $"
+
+
+def clean_subject_series(subject: pl.Series) -> pl.Series:
+    """``clean_subject`` of a Series, rewriting only the subjects that need it (most need nothing): one
+    scan for a character class instead of a regex replace and a strip over every row (~3x cheaper)."""
+    col = subject.name
+    dirty = subject.to_frame().select(pl.col(col).str.contains(_DIRTY).fill_null(False)).to_series()
+    n = dirty.sum()
+    if n == 0:
+        return subject
+    if n > subject.len() // 4:
+        return subject.to_frame().select(clean_subject(pl.col(col))).to_series()
+    idx = dirty.arg_true()
+    fixed = subject.gather(idx).to_frame().select(clean_subject(pl.col(col))).to_series()
+    return subject.scatter(idx, fixed)
+
+
 def _digest(fields: list[pl.Expr], seed: int) -> pl.Expr:
     return pl.struct(fields).hash(seed).cast(pl.String)
 
@@ -101,7 +121,7 @@ def normalise(events: pl.DataFrame) -> pl.DataFrame:
         chash = pl.col("content_hash") if done["content_hash"] else pl.coalesce(pl.col("content_hash"), chash)
     cols = [c for c in EVENT_SCHEMA if c in events.columns]
     if not all(done.values()):
-        events = events.with_columns(clean_subject(pl.col("subject")).alias("_clean"))
+        events = events.with_columns(clean_subject_series(events["subject"]).alias("_clean"))
     return events.select(
         *[pl.col(c).cast(EVENT_SCHEMA[c]) for c in cols],
         key.cast(DERIVED_SCHEMA["key"]).alias("key"),

@@ -25,16 +25,14 @@ pair_refresh    stored hashes to write for pairs that changed but need no write 
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from operator import methodcaller
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import polars as pl
 
 from transforms import invitees as inv
-from transforms.normalise import clean_subject, content_hash_expr, normalise
+from transforms.normalise import clean_subject_series, content_hash_expr, normalise
 from transforms.schema import (
     DELTA_SCHEMA,
     DESCRIPTION_MAX,
@@ -73,7 +71,8 @@ class Settings:
 class ReconcileResult:
     """What a run plans.
 
-    deltas        DELTA_SCHEMA, sorted; ids are deterministic.
+    deltas        DELTA_SCHEMA, sorted; ids (delta_id, and pair_id of new pairs) are deterministic 128-bit
+                  digests as 32 hex digits (``_hash_id_column``), checked unique within the run.
     notes         NOTE_SCHEMA: duplicates, conflicts, skips, truncations, refused users, notices.
     events        the normalised events (EVENT_SCHEMA + key, content_hash, in_window).
     pair_refresh  PAIR_REFRESH_SCHEMA: pairs with no delta whose stored hashes (and private origin) must be
@@ -98,12 +97,33 @@ def _side(name: str) -> pl.Expr:
     return pl.lit(name, dtype=Side)
 
 
-def _sha1_column(df: pl.DataFrame, cols: list[str], prefix: str) -> pl.Series:
-    # sha1 (not polars' hash) because pair and delta ids are stored and compared across machines and
-    # polars versions by replay; it runs over the planned rows only, which are few.
-    joined = df.select(pl.concat_str([pl.lit(prefix), *[pl.col(c).cast(pl.String).fill_null("") for c in cols]], separator="|"))
-    raw = joined.to_series().cast(pl.Binary).to_list()  # the UTF-8 bytes, without a Python encode per row
-    return pl.Series(list(map(methodcaller("digest"), map(hashlib.sha1, raw))), dtype=pl.Binary).bin.encode("hex")
+_ID_SEEDS = (0x1DC0_FFEE_0001, 0x1DC0_FFEE_0002)
+_HEX_BYTE = pl.Series([f"{b:02x}" for b in range(256)], dtype=pl.String)
+
+
+def _hex64(h: pl.Expr) -> pl.Expr:
+    """A UInt64 as 16 lower-case hex digits (big-endian), vectorised: 8 byte-table lookups concatenated."""
+    return pl.concat_str([pl.lit(_HEX_BYTE).gather((h // (1 << (8 * k))) % 256) for k in range(7, -1, -1)])
+
+
+def _hash_id_column(df: pl.DataFrame, cols: list[str], prefix: str) -> pl.Series:
+    """Deterministic 128-bit ids (32 hex digits) of ``prefix`` + ``cols`` per row: two independent seeded
+    polars hashes of the same fields, concatenated. Stable across processes and machines for the pinned
+    polars version (as the digests of normalise); vectorised, so free of the GIL (sha1 in Python cost
+    ~0.2 s a large run). Replay compares ids recomputed by the same code version; a polars upgrade that
+    changed the hash would change them, and the pinned ids in tests/transforms/test_reconcile.py would
+    say so. Nulls and empty strings give different ids. Collisions are checked by the callers."""
+    fields = pl.struct([pl.lit(prefix).alias("_p"), *[pl.col(c).cast(pl.String).alias(c) for c in cols]])
+    # the two digests first (eager selects do no common-subexpression elimination), then their hex
+    digests = df.select(*[fields.hash(seed).alias(f"h{i}") for i, seed in enumerate(_ID_SEEDS)])
+    return digests.select(pl.concat_str([_hex64(pl.col(f"h{i}")) for i in range(len(_ID_SEEDS))]).alias("id")).to_series()
+
+
+def _check_unique_ids(ids: pl.Series, what: str) -> None:
+    """Raise a clear error when generated ids repeat (a 128-bit collision, or rows that are not distinct)."""
+    if ids.n_unique() != ids.len():
+        dup = ids.filter(ids.is_duplicated()).head(1).item()
+        raise ValueError(f"{what}: generated id {dup} is not unique; the rows it identifies repeat or the id hash collided")
 
 
 def _notes(df: pl.DataFrame, kind: str, reason: pl.Expr | str, detail: pl.Expr | str, side: pl.Expr | str = "side",
@@ -258,10 +278,10 @@ _NARROW = ["side", "user_key", "native_id", "version", "start", "end", "is_all_d
 _ID_SEED = 0x1D5E_ED01
 
 
-def _id_hash(user: pl.Expr, native_id: pl.Expr) -> pl.Expr:
-    """A transient 64-bit digest of (user, native id): joins on it are much cheaper than on two strings.
-    Never stored; every match is confirmed on the strings (``_lookup_rid``)."""
-    return pl.struct(user.alias("u"), native_id.alias("i")).hash(_ID_SEED)
+def _id_hash(uid: pl.Expr, native_id: pl.Expr) -> pl.Expr:
+    """A transient 64-bit digest of (user position ``uid``, native id): joins on it are much cheaper than on two
+    strings. Never stored; every match is confirmed exactly (``_lookup_rid``)."""
+    return pl.struct(uid.alias("u"), native_id.alias("i")).hash(_ID_SEED)
 
 
 def _raise_duplicates(df: pl.DataFrame, cols: list[str], what: str) -> None:
@@ -287,16 +307,17 @@ def _ensure_unique(df: pl.DataFrame, hashes: pl.Series, cols: list[str], what: s
 
 
 def _lookup_rid(query: pl.DataFrame, table: pl.DataFrame, unique_hash: bool, nw: pl.DataFrame) -> pl.Series:
-    """``rid`` of each row of ``query`` (user_key, native_id, h) in ``table`` (user_key, native_id, h, rid: one
-    side's events, unique), aligned with ``query``; null when absent. ``nw``: the events, addressed by rid."""
+    """``rid`` of each row of ``query`` (user_key, uid, native_id, h) in ``table`` (user_key, native_id, h, rid:
+    one side's events of synced users, unique), aligned with ``query``; null when absent. ``nw``: the events,
+    addressed by rid (with their uid: the user's position, one-to-one with user_key)."""
     if not unique_hash:  # a digest collision among the events (never seen): join on the strings
         return query.join(
             table.select("user_key", "native_id", "rid"), on=["user_key", "native_id"], how="left", maintain_order="left"
         )["rid"]
     m = query.select("h").with_row_index("q").join(table.select("h", "rid"), on="h", how="inner")
     rid = pl.repeat(None, query.height, dtype=pl.UInt32, eager=True).scatter(m["q"], m["rid"])
-    # confirm on the strings: a digest match of different ids is no match
-    same = (nw["native_id"].gather(rid) == query["native_id"]) & (nw["user_key"].gather(rid) == query["user_key"])
+    # confirm exactly (native id string, user position): a digest match of different ids is no match
+    same = (nw["native_id"].gather(rid) == query["native_id"]) & (nw["uid"].gather(rid) == query["uid"])
     return pl.select(pl.when(same.fill_null(False)).then(rid)).to_series().alias("rid")
 
 
@@ -343,63 +364,94 @@ def reconcile(
     synced = u.select("user_key")
     directory = inv.prepare_directory(conform(directory, {"record_id": pl.String, "record_type": pl.String, "email": pl.String, "owner_id": pl.String}))
 
-    ev_all = normalise(events)
+    def prepare_pairs() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
+        """The stored pairs' side (needs no event): active and moved pairs (C17), N per user (C9) and the
+        hashed queries of both sides' ids. Runs in a thread while the events are normalised."""
+        p = conform(pairs, PAIR_SCHEMA)
+        p = p.hstack([p.select(
+            pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
+        ).to_series()]).filter(pl.col("uid").is_not_null())  # pairs of synced users only
+        p = p.hstack(_gather(u, p["uid"], {"mailbox": "_u_mailbox", "s2e": "s2e", "e2s": "e2s",
+                                           "allow_mass_delete": "allow_mass_delete", "sf_user_id": "sf_user_id"}))
+        switched = pl.col("mailbox").is_not_null() & pl.col("_u_mailbox").is_not_null() & (pl.col("mailbox") != pl.col("_u_mailbox"))
+        if p.select(switched.any()).item():
+            moved, ap = p.filter(switched), p.filter(~switched)
+        else:
+            moved, ap = p.clear(), p
+        n_pairs = ap.select("uid").group_by("uid").len(name="N")  # C9's N (by position: cheaper than 850k strings)
+        n_pairs = n_pairs.select(u["user_key"].gather(n_pairs["uid"]).alias("user_key"), "N")
+        queries = []
+        for id_col, what in (("sf_id", "stored pairs' sf_id"), ("email_id", "stored pairs' email_id")):
+            q = ap.select("user_key", "uid", pl.col(id_col).alias("native_id"), _id_hash(pl.col("uid"), pl.col(id_col)).alias("h"))
+            _ensure_unique(q, q["h"], ["user_key", "native_id"], what)
+            queries.append(q)
+        return moved, ap, n_pairs, queries
+
+    pairs_pool = ThreadPoolExecutor(max_workers=1)
+    pairs_job = pairs_pool.submit(prepare_pairs)
+    try:
+        ev_all = normalise(events)
+    except BaseException:
+        pairs_pool.shutdown(cancel_futures=True)
+        raise
     # per-user attributes by the user's position (uid): a lookup, not a join that copies every event
     uid = ev_all.select(
         pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
     ).to_series()
-    win = ev_all.select("side", "mailbox", "start", "end").hstack(
-        _gather(u, uid, {"win_start": "win_start", "win_end": "win_end", "mailbox": "_u_mailbox"})
-    ).select(
+    # R15/C17: an email event from another mailbox than the user's current one is never touched. With the
+    # users' mailboxes distinct (the rule), "the event's mailbox is its user's" is "the mailbox's owner position
+    # is the event's user position": no gather of 2 million mailbox strings
+    u_mb = u["mailbox"].drop_nulls()
+    if u_mb.n_unique() == u_mb.len():
+        mb_uid = ev_all.select(
+            pl.col("mailbox").replace_strict(u_mb, u.filter(pl.col("mailbox").is_not_null())["uid"], default=None,
+                                             return_dtype=pl.UInt32)
+        ).to_series()
+        own_mailbox = pl.col("_mb_uid") == pl.col("_uid")
+    else:
+        mb_uid = u["mailbox"].gather(uid)
+        own_mailbox = pl.col("mailbox") == pl.col("_mb_uid")
+    win = ev_all.select("side", "mailbox", "start", "end").hstack([
+        *_gather(u, uid, {"win_start": "win_start", "win_end": "win_end"}),
+        u["mailbox"].is_null().gather(uid).alias("_no_mb"), mb_uid.alias("_mb_uid"), uid.alias("_uid"),
+    ]).select(
         ((pl.col("start") < pl.col("win_end")) & (pl.col("end") > pl.col("win_start"))).alias("in_window"),
-        # R15/C17: an email event from another mailbox than the user's current one is never touched.
         (
             pl.col("win_start").is_not_null()
-            & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | pl.col("_u_mailbox").is_null() | (pl.col("mailbox") == pl.col("_u_mailbox")))
+            & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | pl.col("_no_mb") | own_mailbox.fill_null(False))
         ).alias("_synced"),
     )
+    del mb_uid
     result_events = ev_all.hstack([win["in_window"]])
     # the narrow events, addressed by position (rid); the wide columns are fetched by _take when needed
     nw = ev_all.select(_NARROW).hstack([win["in_window"], uid])
     is_synced = win["_synced"]
     all_synced = bool(is_synced.all())
+    # live memory is the peak: intermediates over all events or all pairs are dropped as soon as they are used
+    del win, uid
 
     def side_table(name: str) -> tuple[pl.DataFrame, bool]:
         keep = pl.col("side") == name
         if not all_synced:
             keep = keep & is_synced
-        t = nw.select("user_key", "native_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid"), keep.alias("_k")).filter("_k")
-        t = t.select("user_key", "native_id", "rid", _id_hash(pl.col("user_key"), pl.col("native_id")).alias("h"))
+        t = nw.select("user_key", "uid", "native_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid"), keep.alias("_k")).filter("_k")
+        t = t.select("user_key", "native_id", "rid", _id_hash(pl.col("uid"), pl.col("native_id")).alias("h"))
         return t, _ensure_unique(t, t["h"], ["user_key", "native_id"], f"{name} events")
 
     with ThreadPoolExecutor(max_workers=2) as ex:  # independent, mostly single-threaded in polars
         (ev_sf, sf_exact), (ev_em, em_exact) = ex.map(side_table, (SF, EM))
 
-    # ---- stored pairs -------------------------------------------------------------------------------
-    p = conform(pairs, PAIR_SCHEMA)
-    p = p.hstack([p.select(
-        pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
-    ).to_series()]).filter(pl.col("uid").is_not_null())  # pairs of synced users only
-    p = p.hstack(_gather(u, p["uid"], {"mailbox": "_u_mailbox", "s2e": "s2e", "e2s": "e2s", "allow_mass_delete": "allow_mass_delete",
-                                       "sf_user_id": "sf_user_id"}))
-    switched = pl.col("mailbox").is_not_null() & pl.col("_u_mailbox").is_not_null() & (pl.col("mailbox") != pl.col("_u_mailbox"))
-    if p.select(switched.any()).item():
-        moved = p.filter(switched)
-        ap = p.filter(~switched)
-    else:
-        moved, ap = p.clear(), p
-
     # A native id belongs to at most one pair, and a side lists an event once (checked above). A violation
     # is corrupt state or a connector bug, and the run stops rather than guess.
-    def lookup(id_col: str, table: pl.DataFrame, exact: bool, what: str) -> pl.Series:
-        q = ap.select("user_key", pl.col(id_col).alias("native_id"), _id_hash(pl.col("user_key"), pl.col(id_col)).alias("h"))
-        _ensure_unique(q, q["h"], ["user_key", "native_id"], what)
+    def lookup(q: pl.DataFrame, table: pl.DataFrame, exact: bool) -> pl.Series:
         return _lookup_rid(q, table, exact, nw)
 
+    moved, ap, n_pairs, queries = pairs_job.result()  # errors about the events (above) come first
+    pairs_pool.shutdown()
     with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
-        rids = list(ex.map(lookup, ("sf_id", "email_id"), (ev_sf, ev_em), (sf_exact, em_exact),
-                           ("stored pairs' sf_id", "stored pairs' email_id")))
+        rids = list(ex.map(lookup, queries, (ev_sf, ev_em), (sf_exact, em_exact)))
     sf_rid, em_rid = rids[0].alias("sf_rid"), rids[1].alias("em_rid")
+    del rids, ev_sf, ev_em, queries
     st = ap.hstack([
         sf_rid, em_rid,
         *_gather(nw, sf_rid, {"in_window": "sf_in", "content_hash": "sf_now", "is_child": "sf_child"}),
@@ -414,13 +466,16 @@ def reconcile(
     st = st.with_columns((pl.col("regroup") & sf_here & ~sf_hash_changed & ~em_changed0).alias("regroup"))  # the only trigger
     sf_changed = sf_here & (sf_hash_changed | pl.col("regroup"))
     em_changed = em_here & pl.col("em_now").ne_missing(pl.col("email_hash"))
+    st = st.with_columns(sf_changed.alias("sf_changed"), em_changed.alias("em_changed")).drop("sf_now", "em_now")
+    sf_changed, em_changed = pl.col("sf_changed"), pl.col("em_changed")
+    # most pairs have both sides, unchanged or out of the window (C2): "keep", decided by one cheap test; the
+    # full decision below runs on the others only
+    quiet = sf_here & em_here & (~(pl.col("sf_in") | pl.col("em_in")) | ~(sf_changed | em_changed))
     surv = pl.when(sf_here).then(_side(SF)).otherwise(_side(EM))
     surv_in = pl.when(sf_here).then(pl.col("sf_in")).otherwise(pl.col("em_in"))
     surv_changed = pl.when(sf_here).then(sf_changed).otherwise(em_changed)
     surv_deletable = pl.when(sf_here).then(pl.col("e2s") & ~pl.col("sf_child")).otherwise(pl.col("s2e"))
-    st = st.with_columns(
-        sf_changed.alias("sf_changed"),
-        em_changed.alias("em_changed"),
+    acting = st.filter(~quiet).with_columns(
         surv.alias("survivor"),
         pl.when(~sf_here & ~em_here).then(pl.lit("gone"))
         .when(sf_here & em_here)
@@ -436,13 +491,19 @@ def reconcile(
         .otherwise(pl.lit("release_direction"))  # C8: one-way source stays authoritative
         .alias("action"),
     )
-    acting = st.filter(pl.col("action") != "keep")  # most pairs are unchanged: everything below skips them
+    acting = acting.filter(pl.col("action") != "keep")  # everything below skips the unchanged pairs
     acting = acting.hstack([nw["version"].gather(acting["sf_rid"]).alias("sf_version"),
                             nw["version"].gather(acting["em_rid"]).alias("em_version")])
 
     released = pl.col("action").is_in(["release_changed", "release_direction"])
-    kept = st.select(pl.col("sf_rid"), pl.col("em_rid"), released.alias("_r")).filter(~pl.col("_r"))
-    bound_rid = pl.concat([kept["sf_rid"], kept["em_rid"]]).drop_nulls()
+    released_pairs = acting.filter(released).select("pair_id", "sf_rid", "em_rid")
+    # the events still bound to a pair: every stored pair's sides but those of released pairs (a rid belongs to
+    # one pair at most)
+    bound = (
+        pl.zeros(nw.height, pl.Boolean, eager=True)
+        .scatter(pl.concat([st["sf_rid"], st["em_rid"]]).drop_nulls(), True)
+        .scatter(pl.concat([released_pairs["sf_rid"], released_pairs["em_rid"]]).drop_nulls(), False)
+    )
 
     # unpair deltas: mailbox switch, both sides gone, released survivors, linked pairs that lost a side
     unpairs = pl.concat(
@@ -485,11 +546,11 @@ def reconcile(
     in_pool = nw["in_window"].fill_null(False)
     if not all_synced:
         in_pool = in_pool & is_synced
-    in_pool = in_pool & ~pl.zeros(nw.height, pl.Boolean, eager=True).scatter(bound_rid, True)
+    in_pool = in_pool & ~bound
     pool = nw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid")).filter(in_pool)
     pool = pool.with_columns(
-        (pl.len().over("user_key", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
-    ).with_columns(pl.col("dup").any().over("user_key", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
+        (pl.len().over("uid", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
+    ).with_columns(pl.col("dup").any().over("uid", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
     pool = pool.hstack(_gather(u, pool["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox"}))
     pool = pool.hstack([_passes(pool, ev_all, directory)]).with_columns(
         # a snapshot keeps no subject for private events but keeps their key: the key says whether there was one
@@ -522,11 +583,14 @@ def reconcile(
     )
 
     if nw.select(((pl.col("side") == SF) & pl.col("is_child").fill_null(False) & pl.col("key").is_not_null()).any()).item():
-        bound_sf = st.filter(~released & pl.col("sf_in").is_not_null()).select("user_key", pl.col("sf_id").alias("native_id"))
+        bound_sf = st.filter(pl.col("sf_in").is_not_null()).join(released_pairs, on="pair_id", how="anti").select(
+            "user_key", pl.col("sf_id").alias("native_id"))
         ev_sf_full = nw.filter((pl.col("side") == SF) & is_synced)
         groups = _group_designation(ev_sf_full, bound_sf, u)
+        del bound_sf, ev_sf_full
     else:  # C15 concerns only groups with a child event
         groups = pl.DataFrame(schema={"org": pl.String, "key": pl.String, "designated": pl.String, "delivered": pl.Boolean})
+    del st, bound, released_pairs
     rest = pool.join(
         pl.concat([key_pairs.select(pl.col("sf_rid").alias("rid")), key_pairs.select(pl.col("em_rid").alias("rid"))]),
         on="rid", how="anti", maintain_order="left",
@@ -584,12 +648,14 @@ def reconcile(
             .with_columns(pl.lit(None, dtype=pl.String).alias("user_key"))
         )
 
+    del pool, rest, candidates, filtered, ok
     # ---- settle pairs that changed, and new key pairs (R7, C6, C7, C10) ---------------------------------
     sy_cols = ["pair_id", "user_key", "sf_id", "email_id", "sf_hash", "email_hash", "private_origin", "linked",
                "sf_changed", "em_changed", "s2e", "e2s", "_u_mailbox", "sf_user_id", "sf_rid", "em_rid", "is_new", "regroup"]
     sync_old = acting.filter(pl.col("action") == "sync").with_columns(
         pl.col("linked").fill_null(False), pl.lit(False).alias("is_new")
     ).select(sy_cols)
+    del acting
     kp = key_pairs.with_columns(
         pl.lit(True).alias("is_new"),
         pl.lit(False).alias("regroup"),
@@ -600,13 +666,15 @@ def reconcile(
         pl.lit(None, dtype=pl.String).alias("sf_hash"),
         pl.lit(None, dtype=pl.String).alias("email_hash"),
     )
-    kp = kp.with_columns(_sha1_column(kp, ["user_key", "sf_id", "email_id"], "pair").alias("pair_id"))
+    kp = kp.with_columns(_hash_id_column(kp, ["user_key", "sf_id", "email_id"], "pair").alias("pair_id"))
     sy = pl.concat([sync_old, kp.select(sy_cols)], how="vertical_relaxed")
     side_cols = ["content_hash", "last_modified", "is_private", "is_child", "version", "start", "end", "is_all_day"]
     sy = sy.hstack([
         *_gather(nw, sy["sf_rid"], {c: "sf_" + c for c in side_cols}),
         *_gather(nw, sy["em_rid"], {c: "em_" + c for c in side_cols}),
     ])
+    del key_pairs, kp, sync_old
+    nw = None  # (captured by the closures above: rebound, not deleted)
 
     newer = pl.when(pl.col("em_last_modified").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC")) > pl.col("sf_last_modified").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC"))).then(_side(EM)).otherwise(_side(SF))
     one_way_source = pl.when(pl.col("s2e") & ~pl.col("e2s")).then(_side(SF)).when(pl.col("e2s") & ~pl.col("s2e")).then(_side(EM))
@@ -648,7 +716,9 @@ def reconcile(
         times = {c: pl.when(pl.col("W") == SF).then(pl.col("sf_" + c)).otherwise(pl.col("em_" + c)).alias(c) for c in ("start", "end", "is_all_day")}
         writable = (pl.col("e2s") & ~pl.col("sf_is_child").fill_null(False)) if x == SF else pl.col("s2e")
         work_parts.append(
-            sy.filter(pl.col("W").is_not_null()).select(
+            # a target that won and keeps its own body would be written what it already holds (its own
+            # times and body: the projected hash is its hash): no row, no shaping (a third of the updates)
+            sy.filter(pl.col("W").is_not_null() & ~((mode == "own") & (pl.col("W") == x))).select(
                 "pair_id", "user_key", "is_new", "linked", "both_changed", "W", "win_why", "regroup",
                 pl.lit("update").alias("kind"),
                 _side(x).alias("target_side"),
@@ -698,13 +768,17 @@ def reconcile(
         pl.lit(None, dtype=pl.UInt32).alias("t_rid"),
         pl.col("rid").alias("b_rid"),
     )
-    create_work = create_work.with_columns(_sha1_column(create_work, ["user_key", "W", "source_id"], "pair").alias("pair_id"))
+    create_work = create_work.with_columns(_hash_id_column(create_work, ["user_key", "W", "source_id"], "pair").alias("pair_id"))
+    # unique among themselves; a clash with a stored pair id (a 128-bit collision) is refused by the store's
+    # primary key on pairs.pair_id
+    _check_unique_ids(pl.concat([sy.filter(pl.col("is_new"))["pair_id"], create_work["pair_id"]]), "new pairs")
     work = pl.concat([*work_parts, create_work], how="vertical_relaxed").with_row_index("wid")
     # the wide columns, by position, for the planned writes only
     work = _shape(work, u, directory, synced, settings, events=ev_all)  # fetches the wide columns it needs
 
     # C7: write only what changes the target as it will read back; creates always write.
     needs = work.filter((pl.col("kind") == "create") | pl.col("target_hash").ne_missing(pl.col("t_hash")))
+    del work
     blocked_w = needs.filter(~pl.col("writable"))
     invalid_w = needs.filter(pl.col("writable") & pl.col("invalid").is_not_null())
     writes = needs.filter(pl.col("writable") & pl.col("invalid").is_null())
@@ -777,7 +851,6 @@ def reconcile(
     )
 
     # ---- C9 mass-deletion guard -----------------------------------------------------------------------
-    n_pairs = ap.group_by("user_key").agg(pl.len().alias("N"))
     n_del = deltas.filter(pl.col("op") == "delete").group_by("user_key").agg(pl.len().alias("D"))
     refused = (
         n_del.join(n_pairs, on="user_key", how="left", validate="1:1")
@@ -802,8 +875,9 @@ def reconcile(
     pair_refresh = conform(pair_refresh, PAIR_REFRESH_SCHEMA).sort("pair_id")
 
     deltas = deltas.with_columns(
-        _sha1_column(deltas, ["user_key", "op", "target_side", "pair_id", "source_id", "target_id"], "delta").alias("delta_id")
+        _hash_id_column(deltas, ["user_key", "op", "target_side", "pair_id", "source_id", "target_id"], "delta").alias("delta_id")
     ).sort(["user_key", "op", "delta_id"])
+    _check_unique_ids(deltas["delta_id"], "deltas")
 
     note_frame = pl.concat([conform(n, NOTE_SCHEMA) for n in notes], how="vertical")
     note_frame = note_frame.join(refused, on="user_key", how="anti")
@@ -904,14 +978,15 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
     drop = [c for c in ("t_subject", "t_description", "t_invitees", "b_subject", "b_description", "b_invitees", "b_organizer")]
     parts = [pt.drop(drop, strict=False) for pt in parts]
     work = pl.concat(parts, how="diagonal_relaxed")
-    subject_missing = clean_subject(pl.col("subject")).fill_null("").str.len_bytes() == 0
+    work = work.with_columns(clean_subject_series(work["subject"]).alias("_clean"))  # once, for both uses
+    subject_missing = pl.col("_clean").fill_null("").str.len_bytes() == 0
     return work.with_columns(
         content_hash_expr(
-            pl.col("subject"), pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"),
-            pl.col("is_private"), pl.col("invitees_rb"),
+            pl.col("_clean"), pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"),
+            pl.col("is_private"), pl.col("invitees_rb"), cleaned=True,
         ).alias("target_hash"),
         _validity(pl.col("start"), pl.col("end"), subject_missing).alias("invalid"),
-    ).drop("invitees_rb")
+    ).drop("invitees_rb", "_clean")
 
 
 # --------------------------------------------------------------------------------------------- apply

@@ -34,3 +34,19 @@ def test_r9_normalise_keeps_stored_key_and_hash_of_snapshot_rows():
     again = normalise(stripped)
     assert again["key"].to_list() == snap["key"].to_list()
     assert again["content_hash"].to_list() == snap["content_hash"].to_list()
+
+
+def test_c3_clean_subject_series_matches_the_regex_on_every_kind_of_whitespace():
+    import random
+
+    from transforms.normalise import clean_subject, clean_subject_series
+
+    chars = [" ", "a", "\t", "\n", "\r", "\x0b", "\x0c", "\x85", "\xa0", "\u1680", "\u2003", "\u200a", "\u200b",
+             "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", "\x1c", "\ufeff"]
+    rnd = random.Random(3)
+    for clean_rows in (0, 50_000):  # most rows dirty (one pass over all), or few (only those rewritten)
+        vals = ["".join(rnd.choice(chars) for _ in range(rnd.randint(0, 8))) for _ in range(5_000)]
+        vals += [None, "", " lead", "trail ", "in  side", "ok"] + ["clean subject"] * clean_rows
+        s = pl.Series("subject", vals)
+        expected = s.to_frame().select(clean_subject(pl.col("subject"))).to_series()
+        assert clean_subject_series(s).equals(expected)

@@ -417,3 +417,19 @@ def test_event_in_two_stored_pairs_is_a_clear_error():
     p = pairs_for(evs, [("S1", "E1"), ("S1", "E2")])
     with pytest.raises(ValueError, match=r"stored pairs' sf_id: user_key='ann@corp.example', native_id='S1' appears 2 times"):
         run(evs, p)
+
+
+def test_generated_ids_are_fixed_width_hex_pinned_and_checked_for_collisions():
+    """Delta and new pair ids: two seeded polars hashes (128 bits) as 32 hex digits. Pinned: replay compares ids
+    recomputed in another process, so a polars upgrade that changed them must show up here."""
+    import pytest
+
+    from transforms.reconcile import _check_unique_ids, _hash_id_column
+
+    df = pl.DataFrame({"user_key": ["a@x.example", "a@x.example"], "sf_id": ["00U1", None], "email_id": ["E1", "E1"]})
+    assert _hash_id_column(df, ["user_key", "sf_id", "email_id"], "pair").to_list() == [
+        "2c13e276ccc3eead36c309b95118b458", "a3c9da53179a33eea0939a3e41f0ca03",
+    ]
+    _check_unique_ids(pl.Series(["a", "b"]), "deltas")
+    with pytest.raises(ValueError, match="deltas: generated id a is not unique"):
+        _check_unique_ids(pl.Series(["a", "b", "a"]), "deltas")
