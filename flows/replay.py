@@ -60,7 +60,8 @@ def check_replayable(store: Store, run_id: str) -> dict:
     return run
 
 
-def recompute(store: Store, run_id: str, run: dict) -> pl.DataFrame:
+def recompute(store: Store, run_id: str, run: dict) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The run's stored deltas, checked against a recomputation from its snapshot (also returned)."""
     snap = store.read_snapshot(run_id)
     settings = Settings(**json.loads(run["settings"]))
     today = run["today"] if isinstance(run["today"], date) else date.fromisoformat(str(run["today"]))
@@ -72,7 +73,7 @@ def recompute(store: Store, run_id: str, run: dict) -> pl.DataFrame:
             f"recomputing run {run_id} from its snapshots gives {result.deltas.height} deltas, not the"
             f" {stored.height} it stored (calsync or the store changed since). Run a new sync instead."
         )
-    return stored
+    return stored, snap
 
 
 def _already_there(conns: pipeline.Connections, creates: pl.DataFrame) -> pl.DataFrame:
@@ -94,13 +95,12 @@ def replay(cfg: Config, run_id: str) -> dict:
     replay_id = pipeline.new_run_id()
     with run_lock(cfg.store_path, replay_id), Store(cfg.store_path) as store:
         run = check_replayable(store, run_id)
-        deltas = recompute(store, run_id, run)
+        deltas, snap = recompute(store, run_id, run)
         done = store.outcomes(run_id).filter(pl.col("status") == "applied")["delta_id"]
         pending = deltas.filter(~pl.col("delta_id").is_in(done.implode()))
         store.start_run(replay_id, "replay", run["today"], replay_of=run_id)
         conns = pipeline.connect(cfg)
         try:
-            snap = store.read_snapshot(run_id)
             org = conns.salesforce.org_info()
             creates = pending.filter(pl.col("op").cast(pl.String) == "create").with_columns(
                 pl.col(pl.Enum).cast(pl.String))
