@@ -46,15 +46,18 @@ def clean_subject_series(subject: pl.Series) -> pl.Series:
     return subject.scatter(idx, fixed)
 
 
-def _digest(fields: list[pl.Expr], seed: int) -> pl.Expr:
-    return pl.struct(fields).hash(seed).cast(pl.String)
+def _digest(fields: list[pl.Expr], seed: int, raw: bool = False) -> pl.Expr:
+    h = pl.struct(fields).hash(seed)
+    return h if raw else h.cast(pl.String)
 
 
-def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr, *, cleaned: bool = False) -> pl.Expr:
-    """C3 key. Null when the subject is missing or blank, so such events never pair (null keys never join)."""
+def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr, *, cleaned: bool = False,
+             raw: bool = False) -> pl.Expr:
+    """C3 key. Null when the subject is missing or blank, so such events never pair (null keys never join).
+    ``raw``: the UInt64 digest instead of its decimal string."""
     subj = subject if cleaned else clean_subject(subject)
     return pl.when(subj.str.len_bytes() > 0).then(
-        _digest([subj.alias("s"), is_all_day.fill_null(False).alias("a"), start.alias("b"), end.alias("e")], _KEY_SEED)
+        _digest([subj.alias("s"), is_all_day.fill_null(False).alias("a"), start.alias("b"), end.alias("e")], _KEY_SEED, raw)
     )
 
 
@@ -76,8 +79,10 @@ def content_hash_expr(
     invitees: pl.Expr,
     *,
     cleaned: bool = False,
+    raw: bool = False,
 ) -> pl.Expr:
-    """R1: a digest of the synced fields only; never version or last_modified (Exchange bumps LastModified on reads)."""
+    """R1: a digest of the synced fields only; never version or last_modified (Exchange bumps LastModified on reads).
+    ``raw``: the UInt64 digest instead of its decimal string."""
     subj = subject if cleaned else clean_subject(subject)
     return _digest(
         [
@@ -90,6 +95,7 @@ def content_hash_expr(
             invitee_digest(invitees).alias("i"),
         ],
         _CONTENT_SEED,
+        raw,
     )
 
 
@@ -106,24 +112,47 @@ def normalise(events: pl.DataFrame) -> pl.DataFrame:
     Values already present are kept: a frame re-read from a snapshot holds private events without their
     subject, and only the stored digests still describe them.
     """
+    return digests_as_strings(normalise_raw(events))
+
+
+def digests_as_strings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``normalise_raw``'s frame with its digests as DERIVED_SCHEMA says (decimal strings): what ``normalise``
+    returns."""
+    raw = [c for c in DERIVED_SCHEMA if c in frame.columns and frame.schema[c] != DERIVED_SCHEMA[c]]
+    if not raw:
+        return frame
+    return frame.with_columns(pl.col(c).cast(DERIVED_SCHEMA[c]) for c in raw)
+
+
+def normalise_raw(events: pl.DataFrame) -> pl.DataFrame:
+    """``normalise``, except that a digest column computed for every row stays a UInt64 (its decimal string
+    is its ``cast(pl.String)``): the reconciler joins on the key and converts the digests to strings
+    (~0.1 s a large run) while it does other work (``digests_as_strings``). Columns holding given values
+    are strings, as in ``normalise``."""
     subj = pl.col("_clean")
-    key = key_expr(subj, pl.col("is_all_day"), pl.col("start"), pl.col("end"), cleaned=True)
+    key = key_expr(subj, pl.col("is_all_day"), pl.col("start"), pl.col("end"), cleaned=True, raw=True)
     chash = content_hash_expr(
         subj, pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"), pl.col("is_private"),
-        pl.col("invitees"), cleaned=True,
+        pl.col("invitees"), cleaned=True, raw=True,
     )
     # a frame normalised before (the pipeline normalises at snapshot time) keeps its digests as they are:
     # coalescing complete columns would compute ~2 million digests only to throw them away
     done = {c: c in events.columns and events[c].null_count() == 0 for c in DERIVED_SCHEMA}
-    if "key" in events.columns:
-        key = pl.col("key") if done["key"] else pl.coalesce(pl.col("key"), key)
-    if "content_hash" in events.columns:
-        chash = pl.col("content_hash") if done["content_hash"] else pl.coalesce(pl.col("content_hash"), chash)
+    # a column with some values given: the computed digests fill its gaps, as strings
+    partial = {c: c in events.columns and not done[c] and events[c].null_count() < events.height for c in DERIVED_SCHEMA}
+    if done["key"]:
+        key = pl.col("key").cast(DERIVED_SCHEMA["key"])
+    elif partial["key"]:
+        key = pl.coalesce(pl.col("key").cast(DERIVED_SCHEMA["key"]), key.cast(DERIVED_SCHEMA["key"]))
+    if done["content_hash"]:
+        chash = pl.col("content_hash").cast(DERIVED_SCHEMA["content_hash"])
+    elif partial["content_hash"]:
+        chash = pl.coalesce(pl.col("content_hash").cast(DERIVED_SCHEMA["content_hash"]), chash.cast(DERIVED_SCHEMA["content_hash"]))
     cols = [c for c in EVENT_SCHEMA if c in events.columns]
     if not all(done.values()):
         events = events.with_columns(clean_subject_series(events["subject"]).alias("_clean"))
     return events.select(
         *[pl.col(c).cast(EVENT_SCHEMA[c]) for c in cols],
-        key.cast(DERIVED_SCHEMA["key"]).alias("key"),
-        chash.cast(DERIVED_SCHEMA["content_hash"]).alias("content_hash"),
+        key.alias("key"),
+        chash.alias("content_hash"),
     )

@@ -32,7 +32,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from transforms import invitees as inv
-from transforms.normalise import clean_subject_series, content_hash_expr, normalise
+from transforms.normalise import clean_subject_series, content_hash_expr, digests_as_strings, normalise_raw
 from transforms.schema import (
     DELTA_SCHEMA,
     DESCRIPTION_MAX,
@@ -322,8 +322,11 @@ def _lookup_rid(query: pl.DataFrame, table: pl.DataFrame, unique_hash: bool, nw:
 
 
 def _gather(frame: pl.DataFrame, rid: pl.Series, cols: dict[str, str]) -> list[pl.Series]:
-    """``frame``'s (narrow) columns at positions ``rid`` (null where rid is null), renamed {column: alias}."""
-    return [frame[c].gather(rid).alias(a) for c, a in cols.items()]
+    """``frame``'s (narrow) columns at positions ``rid`` (null where rid is null), renamed {column: alias}.
+    One select: the columns are gathered in parallel."""
+    if len(cols) == 1:
+        return [frame[c].gather(rid).alias(a) for c, a in cols.items()]
+    return frame.select(pl.col(c).gather(rid).alias(a) for c, a in cols.items()).get_columns()
 
 
 def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
@@ -335,12 +338,24 @@ def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.Dat
     """
     keys = pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls().unique().sort()
     mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(keys, True)
-    sub = frame.select(cols).filter(mask).rechunk()
-    out = []
-    for rid in rids:
+    wide = frame.select(cols)
+    # the filter of a list column runs on one core: filter the two halves of the frame side by side
+    half = (frame.height + 1) // 2
+    if half < 100_000:
+        sub = wide.filter(mask).rechunk()
+    else:
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
+        sub = pl.concat(halves, rechunk=True)
+
+    def fetch(rid: pl.Series) -> pl.DataFrame:
         pos = pl.select(pl.when(rid.is_not_null()).then(keys.search_sorted(rid.fill_null(0)))).to_series()
-        out.append(sub.select(pl.all().gather(pos)))
-    return out
+        return sub.select(pl.all().gather(pos))
+
+    if len(rids) == 1:
+        return [fetch(rids[0])]
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        return list(ex.map(fetch, rids))
 
 
 def reconcile(
@@ -390,10 +405,14 @@ def reconcile(
     pairs_pool = ThreadPoolExecutor(max_workers=1)
     pairs_job = pairs_pool.submit(prepare_pairs)
     try:
-        ev_all = normalise(events)
+        # the digests as UInt64 (cheaper joins on the key); their decimal strings, which the results carry, are
+        # made in the background while the events are looked up
+        ev_all = normalise_raw(events)
     except BaseException:
         pairs_pool.shutdown(cancel_futures=True)
         raise
+    strings_pool = ThreadPoolExecutor(max_workers=1)
+    strings_job = strings_pool.submit(digests_as_strings, ev_all.select("key", "content_hash"))
     # per-user attributes by the user's position (uid): a lookup, not a join that copies every event
     uid = ev_all.select(
         pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
@@ -422,12 +441,12 @@ def reconcile(
         ).alias("_synced"),
     )
     del mb_uid
-    result_events = ev_all.hstack([win["in_window"]])
     # the narrow events, addressed by position (rid); the wide columns are fetched by _take when needed
     nw = ev_all.select(_NARROW).hstack([win["in_window"], uid])
     is_synced = win["_synced"]
     all_synced = bool(is_synced.all())
     # live memory is the peak: intermediates over all events or all pairs are dropped as soon as they are used
+    in_window = win["in_window"]
     del win, uid
 
     def side_table(name: str) -> tuple[pl.DataFrame, bool]:
@@ -450,6 +469,14 @@ def reconcile(
     pairs_pool.shutdown()
     with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
         rids = list(ex.map(lookup, queries, (ev_sf, ev_em), (sf_exact, em_exact)))
+    digests = strings_job.result()
+    strings_pool.shutdown()
+    # from here on the content hashes are strings (compared with the stored ones, and written); the key stays
+    # as it is (only joined on)
+    ev_all = ev_all.with_columns(digests["key"], digests["content_hash"])
+    nw = nw.with_columns(digests["content_hash"])
+    result_events = ev_all.hstack([in_window])
+    del digests, in_window
     sf_rid, em_rid = rids[0].alias("sf_rid"), rids[1].alias("em_rid")
     del rids, ev_sf, ev_em, queries
     st = ap.hstack([
