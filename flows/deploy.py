@@ -406,14 +406,22 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         return 1
 
 
-def _cmd_start(args: argparse.Namespace) -> int:
+def _on_server(command: str, action, config):
+    """Find the Prefect server, print which, and run ``action(api_url, config)``; None on DeployError."""
     try:
         api_url, source = resolve_api_url()
         print(f"Prefect server: {api_url} ({source})")
-        result = start_syncing(api_url, args.config)
+        return api_url, action(api_url, config)
     except DeployError as exc:
-        print(f"calsync start: {exc}", file=sys.stderr)
+        print(f"calsync {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    done = _on_server("start", start_syncing, args.config)
+    if done is None:
         return 1
+    api_url, result = done
     print(f"Started syncing: flow run {result['flow_run_name']} ({result['flow_run_id']}) runs now, then every"
           f" 10 minutes from {result['next']:%H:%M} UTC until `calsync stop`.")
     print(f"Watch it: {_ui_url(api_url)}/runs/flow-run/{result['flow_run_id']}")
@@ -421,13 +429,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    try:
-        api_url, source = resolve_api_url()
-        print(f"Prefect server: {api_url} ({source})")
-        result = stop_syncing(api_url, args.config)
-    except DeployError as exc:
-        print(f"calsync stop: {exc}", file=sys.stderr)
+    done = _on_server("stop", stop_syncing, args.config)
+    if done is None:
         return 1
+    _, result = done
     state = "Stopped syncing" if result["was_syncing"] else "Was not syncing"
     print(f"{state}: back to every 2 hours on even UTC hours; next run at {result['next']:%Y-%m-%d %H:%M} UTC.")
     return 0
