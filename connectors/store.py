@@ -39,13 +39,24 @@ from transforms.schema import (
     empty,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Version 2 keeps the digests (event key and content hash, pair and delta hashes) as UBIGINT, not as their
+# decimal strings, and computes them differently (transforms.digest). The stored pair hashes of a version-1
+# store are translated on the next sync that reads both sides (``legacy_pair_hashes``).
+_DIGEST_COLUMNS = {
+    "event_snapshots": ["key", "content_hash"],
+    "pair_snapshots": ["sf_hash", "email_hash"],
+    "pairs": ["sf_hash", "email_hash"],
+    "deltas": ["source_hash", "target_hash"],
+}
 
 _DUCK_TYPES = {
     pl.String: "VARCHAR",
     pl.Boolean: "BOOLEAN",
     pl.Date: "DATE",
     pl.Int64: "BIGINT",
+    pl.UInt64: "UBIGINT",
     pl.Float64: "DOUBLE",
 }
 
@@ -102,6 +113,8 @@ _TABLES: dict[str, str] = {
     "deltas": "run_id VARCHAR NOT NULL, " + _columns(_DELTA_ROW),
     "delta_outcomes": "run_id VARCHAR NOT NULL, " + _columns(_OUTCOME_ROW),
     "notes": "run_id VARCHAR NOT NULL, " + _columns(NOTE_SCHEMA),
+    # pairs whose stored hashes are version-1 digests, until a sync translates them
+    "legacy_pair_hashes": "pair_id VARCHAR PRIMARY KEY",
 }
 
 
@@ -151,8 +164,16 @@ class Store:
             if current < 1:
                 for name, cols in _TABLES.items():
                     self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
-                self.con.execute("INSERT INTO schema_version VALUES (1)")
-            # Future migrations: `if current < 2: ...` then insert 2.
+                self.con.execute(f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION})")
+            elif current < 2:
+                # decimal strings -> UBIGINT (exact); the pairs' hashes are old digests until translated
+                for table, cols in _DIGEST_COLUMNS.items():
+                    for col in cols:
+                        self.con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE UBIGINT USING TRY_CAST("{col}" AS UBIGINT)')
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS legacy_pair_hashes ({_TABLES['legacy_pair_hashes']})")
+                self.con.execute("INSERT INTO legacy_pair_hashes SELECT pair_id FROM pairs")
+                self.con.execute("INSERT INTO schema_version VALUES (2)")
+            # Future migrations: `if current < 3: ...` then insert 3.
         from connectors.store_views import create_views  # views live beside the store
 
         create_views(self.con)
@@ -372,3 +393,19 @@ class Store:
         with self.transaction():
             self.con.execute("DELETE FROM pairs")
             self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+
+    def legacy_pair_hashes(self) -> pl.Series:
+        """The ids of pairs whose stored hashes are version-1 digests (empty once all are translated)."""
+        return self._frame("SELECT pair_id FROM legacy_pair_hashes ORDER BY pair_id", schema={"pair_id": pl.String})["pair_id"]
+
+    def translate_pair_hashes(self, new_pairs: pl.DataFrame, translated: pl.Series) -> None:
+        """Replace the pairs (with translated hashes) and forget the translated ids, in one transaction."""
+        with self.transaction():
+            self.con.execute("DELETE FROM pairs")
+            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+            if translated.len():
+                self.con.register("_done", translated.to_frame("pair_id").to_arrow())
+                try:
+                    self.con.execute("DELETE FROM legacy_pair_hashes WHERE pair_id IN (SELECT pair_id FROM _done)")
+                finally:
+                    self.con.unregister("_done")

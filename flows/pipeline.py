@@ -18,7 +18,7 @@ from connectors.exchange import ExchangeConnector
 from connectors.salesforce import OrgInfo, SalesforceConnector
 from connectors.store import Store
 from flows.config import Config
-from transforms.normalise import normalise
+from transforms.normalise import normalise, translate_legacy_hashes
 from transforms.reconcile import ReconcileResult, Settings, apply_outcomes, reconcile
 from transforms.schema import (
     DIRECTORY_SCHEMA,
@@ -208,6 +208,13 @@ def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: 
 def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
     """Normalise (key, content hash) and keep what the run read. Returns the normalised events."""
     events = normalise(ex.events)
+    legacy = store.legacy_pair_hashes()
+    if legacy.len():  # a store from before schema 2: translate the stored hashes of the pairs just read
+        translated, done = translate_legacy_hashes(store.pairs(), events, legacy)
+        store.translate_pair_hashes(translated, done)
+        ex.pairs = ex.pairs.drop("sf_hash", "email_hash").join(
+            translated.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left", maintain_order="left"
+        ).select(ex.pairs.columns)
     store.write_snapshot(run_id, events, ex.pairs, ex.users, ex.directory)
     return events
 

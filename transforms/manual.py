@@ -105,7 +105,7 @@ def push_one(
         & (pl.col("side") == other)
         & ~pl.col("native_id").is_in(list(taken))
         # An event without a key (no subject) has no counterpart by key.
-        & (pl.col("key") == pl.lit(row["key"], dtype=pl.String)).fill_null(False)
+        & (pl.col("key") == pl.lit(row["key"], dtype=pl.UInt64)).fill_null(False)
         & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | (pl.col("mailbox") == mailbox))
     )
 

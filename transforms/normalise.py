@@ -1,8 +1,8 @@
 """Derive the pairing key (C3) and the content hash (R1) of canonical events.
 
-Both are 64-bit digests (seeded polars hashes of the fields, as decimal strings) so that a snapshot can
-keep them for private events without keeping the subject (R9). 64 bits suffice: a key is compared within
-one user's few hundred events and a content hash with one stored hash. Python's hashlib would be stable across
+Both are 64-bit digests (UInt64, ``transforms.digest.combine`` of the fields) so that a snapshot can keep them
+for private events without keeping the subject (R9). 64 bits suffice: a key is compared within one user's
+few hundred events and a content hash with one stored hash. Python's hashlib would be stable across
 libraries but costs ~2.5 s for the 2 million rows of a large run; polars' hash is stable within one polars
 version, and polars is pinned. Should an upgrade change the digests, every pair looks changed on both
 sides, the reconciler finds through its projection that nothing differs, and it only refreshes the stored
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.digest import MIX, combine
 from transforms.schema import DERIVED_SCHEMA, EVENT_SCHEMA
 
 _KEY_SEED = 0x5EED_CA15
@@ -46,26 +47,18 @@ def clean_subject_series(subject: pl.Series) -> pl.Series:
     return subject.scatter(idx, fixed)
 
 
-def _digest(fields: list[pl.Expr], seed: int, raw: bool = False) -> pl.Expr:
-    h = pl.struct(fields).hash(seed)
-    return h if raw else h.cast(pl.String)
-
-
-def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr, *, cleaned: bool = False,
-             raw: bool = False) -> pl.Expr:
-    """C3 key. Null when the subject is missing or blank, so such events never pair (null keys never join).
-    ``raw``: the UInt64 digest instead of its decimal string."""
+def key_expr(subject: pl.Expr, is_all_day: pl.Expr, start: pl.Expr, end: pl.Expr, *, cleaned: bool = False) -> pl.Expr:
+    """C3 key. Null when the subject is missing or blank, so such events never pair (null keys never join)."""
     subj = subject if cleaned else clean_subject(subject)
-    return pl.when(subj.str.len_bytes() > 0).then(
-        _digest([subj.alias("s"), is_all_day.fill_null(False).alias("a"), start.alias("b"), end.alias("e")], _KEY_SEED, raw)
-    )
+    return pl.when(subj.str.len_bytes() > 0).then(combine([subj, is_all_day.fill_null(False), start, end], _KEY_SEED))
 
 
 def invitee_digest(invitees: pl.Expr) -> pl.Expr:
     """Order-independent digest of the invitees' (email, response): a wrapping sum of per-invitee hashes.
     Invitees without an address are ignored (C19); a missing response counts as "none"."""
     el = pl.element().struct
-    one = pl.struct(el.field("email").alias("e"), el.field("response").fill_null("none").alias("r")).hash(_INVITEE_SEED)
+    one = (el.field("email").hash(_INVITEE_SEED) * pl.lit(MIX, dtype=pl.UInt64)).xor(
+        el.field("response").fill_null("none").hash(_INVITEE_SEED + 1))
     return invitees.list.eval(one.filter(el.field("email").is_not_null())).list.sum().fill_null(0)
 
 
@@ -79,75 +72,49 @@ def content_hash_expr(
     invitees: pl.Expr,
     *,
     cleaned: bool = False,
-    raw: bool = False,
 ) -> pl.Expr:
-    """R1: a digest of the synced fields only; never version or last_modified (Exchange bumps LastModified on reads).
-    ``raw``: the UInt64 digest instead of its decimal string."""
+    """R1: a digest of the synced fields only; never version or last_modified (Exchange bumps LastModified on reads)."""
     subj = subject if cleaned else clean_subject(subject)
-    return _digest(
+    return combine(
         [
-            subj.fill_null("").alias("s"),
-            start.alias("b"),
-            end.alias("e"),
-            description.fill_null("").alias("d"),
-            is_all_day.fill_null(False).alias("a"),
-            is_private.fill_null(False).alias("p"),
-            invitee_digest(invitees).alias("i"),
+            subj.fill_null(""),
+            start,
+            end,
+            description.fill_null(""),
+            is_all_day.fill_null(False),
+            is_private.fill_null(False),
+            invitee_digest(invitees),
         ],
         _CONTENT_SEED,
-        raw,
-    )
-
-
-def content_hash_of(prefix: str = "") -> pl.Expr:
-    """The content hash over the canonical column names, optionally prefixed (``sf_subject`` ...)."""
-    return content_hash_expr(
-        *(pl.col(prefix + c) for c in ("subject", "start", "end", "description", "is_all_day", "is_private", "invitees"))
     )
 
 
 def normalise(events: pl.DataFrame) -> pl.DataFrame:
-    """EVENT_SCHEMA frame -> the same plus ``key`` and ``content_hash`` (DERIVED_SCHEMA).
+    """EVENT_SCHEMA frame -> the same plus ``key`` and ``content_hash`` (DERIVED_SCHEMA, UInt64 digests).
 
     Values already present are kept: a frame re-read from a snapshot holds private events without their
     subject, and only the stored digests still describe them.
     """
-    return digests_as_strings(normalise_raw(events))
-
-
-def digests_as_strings(frame: pl.DataFrame) -> pl.DataFrame:
-    """``normalise_raw``'s frame with its digests as DERIVED_SCHEMA says (decimal strings): what ``normalise``
-    returns."""
-    raw = [c for c in DERIVED_SCHEMA if c in frame.columns and frame.schema[c] != DERIVED_SCHEMA[c]]
-    if not raw:
-        return frame
-    return frame.with_columns(pl.col(c).cast(DERIVED_SCHEMA[c]) for c in raw)
-
-
-def normalise_raw(events: pl.DataFrame) -> pl.DataFrame:
-    """``normalise``, except that a digest column computed for every row stays a UInt64 (its decimal string
-    is its ``cast(pl.String)``): the reconciler joins on the key and converts the digests to strings
-    (~0.1 s a large run) while it does other work (``digests_as_strings``). Columns holding given values
-    are strings, as in ``normalise``."""
     subj = pl.col("_clean")
-    key = key_expr(subj, pl.col("is_all_day"), pl.col("start"), pl.col("end"), cleaned=True, raw=True)
+    key = key_expr(subj, pl.col("is_all_day"), pl.col("start"), pl.col("end"), cleaned=True)
     chash = content_hash_expr(
         subj, pl.col("start"), pl.col("end"), pl.col("description"), pl.col("is_all_day"), pl.col("is_private"),
-        pl.col("invitees"), cleaned=True, raw=True,
+        pl.col("invitees"), cleaned=True,
     )
     # a frame normalised before (the pipeline normalises at snapshot time) keeps its digests as they are:
     # coalescing complete columns would compute ~2 million digests only to throw them away
     done = {c: c in events.columns and events[c].null_count() == 0 for c in DERIVED_SCHEMA}
-    # a column with some values given: the computed digests fill its gaps, as strings
+    # a column with some values given: the computed digests fill its gaps
     partial = {c: c in events.columns and not done[c] and events[c].null_count() < events.height for c in DERIVED_SCHEMA}
+    given = {c: pl.col(c).cast(DERIVED_SCHEMA[c]) for c in DERIVED_SCHEMA}
     if done["key"]:
-        key = pl.col("key").cast(DERIVED_SCHEMA["key"])
+        key = given["key"]
     elif partial["key"]:
-        key = pl.coalesce(pl.col("key").cast(DERIVED_SCHEMA["key"]), key.cast(DERIVED_SCHEMA["key"]))
+        key = pl.coalesce(given["key"], key)
     if done["content_hash"]:
-        chash = pl.col("content_hash").cast(DERIVED_SCHEMA["content_hash"])
+        chash = given["content_hash"]
     elif partial["content_hash"]:
-        chash = pl.coalesce(pl.col("content_hash").cast(DERIVED_SCHEMA["content_hash"]), chash.cast(DERIVED_SCHEMA["content_hash"]))
+        chash = pl.coalesce(given["content_hash"], chash)
     cols = [c for c in EVENT_SCHEMA if c in events.columns]
     if not all(done.values()):
         events = events.with_columns(clean_subject_series(events["subject"]).alias("_clean"))
@@ -156,3 +123,44 @@ def normalise_raw(events: pl.DataFrame) -> pl.DataFrame:
         key.alias("key"),
         chash.alias("content_hash"),
     )
+
+
+# --- version-1 digests (stores written before transforms.digest): only to translate stored pair hashes -------
+
+
+def _legacy_content_hash(events: pl.DataFrame) -> pl.Series:
+    """The content hash as calsync computed it before store schema 2 (a polars hash of a struct of the fields)."""
+    el = pl.element().struct
+    one = pl.struct(el.field("email").alias("e"), el.field("response").fill_null("none").alias("r")).hash(_INVITEE_SEED)
+    inv = pl.col("invitees").list.eval(one.filter(el.field("email").is_not_null())).list.sum().fill_null(0)
+    fields = [
+        clean_subject(pl.col("subject")).fill_null("").alias("s"), pl.col("start").alias("b"), pl.col("end").alias("e"),
+        pl.col("description").fill_null("").alias("d"), pl.col("is_all_day").fill_null(False).alias("a"),
+        pl.col("is_private").fill_null(False).alias("p"), inv.alias("i"),
+    ]
+    return events.select(pl.struct(fields).hash(_CONTENT_SEED)).to_series()
+
+
+def translate_legacy_hashes(pairs: pl.DataFrame, events: pl.DataFrame, legacy: pl.Series) -> tuple[pl.DataFrame, pl.Series]:
+    """Pairs whose stored hashes are version-1 digests (ids in ``legacy``), translated with the events just read
+    (normalised, every field present): a side whose old digest still matches its stored hash is unchanged, so
+    its stored hash becomes its new digest; a side that changed keeps its old digest, which no new digest
+    equals, so the reconcile sees the change as before. Returns the pairs and the ids translated: those whose
+    every side was read (the others wait for a run that reads them)."""
+    if legacy.is_empty() or pairs.is_empty():
+        return pairs, legacy.clear()
+    now = events.select("side", "user_key", "native_id", "content_hash").with_columns(
+        _legacy_content_hash(events).alias("old")
+    ).unique(subset=["side", "user_key", "native_id"], keep="first")
+    out = pairs.with_columns(pl.col("pair_id").is_in(legacy.implode()).alias("_legacy"))
+    for side, id_col, hash_col in (("salesforce", "sf_id", "sf_hash"), ("email", "email_id", "email_hash")):
+        side_now = now.filter(pl.col("side") == side).select(
+            "user_key", pl.col("native_id").alias(id_col), pl.col("content_hash").alias("_new"), pl.col("old").alias("_old"),
+            pl.lit(True).alias("_read"),
+        )
+        out = out.join(side_now, on=["user_key", id_col], how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("_legacy") & (pl.col("_old") == pl.col(hash_col))).then(pl.col("_new")).otherwise(pl.col(hash_col)).alias(hash_col),
+            (pl.col("_read").fill_null(False) | pl.col(id_col).is_null()).alias(f"_read_{side}"),
+        ).drop("_new", "_old", "_read")
+    done = out.filter(pl.col("_legacy") & pl.col("_read_salesforce") & pl.col("_read_email"))["pair_id"]
+    return out.select(pairs.columns), done

@@ -32,7 +32,8 @@ from datetime import date, timedelta
 import polars as pl
 
 from transforms import invitees as inv
-from transforms.normalise import clean_subject_series, content_hash_expr, digests_as_strings, normalise_raw
+from transforms.digest import combine, id128
+from transforms.normalise import clean_subject_series, content_hash_expr, normalise
 from transforms.schema import (
     DELTA_SCHEMA,
     DESCRIPTION_MAX,
@@ -97,26 +98,17 @@ def _side(name: str) -> pl.Expr:
     return pl.lit(name, dtype=Side)
 
 
-_ID_SEEDS = (0x1DC0_FFEE_0001, 0x1DC0_FFEE_0002)
-_HEX_BYTE = pl.Series([f"{b:02x}" for b in range(256)], dtype=pl.String)
-
-
-def _hex64(h: pl.Expr) -> pl.Expr:
-    """A UInt64 as 16 lower-case hex digits (big-endian), vectorised: 8 byte-table lookups concatenated."""
-    return pl.concat_str([pl.lit(_HEX_BYTE).gather((h // (1 << (8 * k))) % 256) for k in range(7, -1, -1)])
+_ID_SEEDS = (0x1DC0_FFEE_0001, 0x1DC0_FFEE_0101)
 
 
 def _hash_id_column(df: pl.DataFrame, cols: list[str], prefix: str) -> pl.Series:
     """Deterministic 128-bit ids (32 hex digits) of ``prefix`` + ``cols`` per row: two independent seeded
-    polars hashes of the same fields, concatenated. Stable across processes and machines for the pinned
-    polars version (as the digests of normalise); vectorised, so free of the GIL (sha1 in Python cost
+    digests of the same fields (``transforms.digest.id128``). Stable across processes and machines for the
+    pinned polars version (as the digests of normalise); vectorised, so free of the GIL (sha1 in Python cost
     ~0.2 s a large run). Replay compares ids recomputed by the same code version; a polars upgrade that
     changed the hash would change them, and the pinned ids in tests/transforms/test_reconcile.py would
     say so. Nulls and empty strings give different ids. Collisions are checked by the callers."""
-    fields = pl.struct([pl.lit(prefix).alias("_p"), *[pl.col(c).cast(pl.String).alias(c) for c in cols]])
-    # the two digests first (eager selects do no common-subexpression elimination), then their hex
-    digests = df.select(*[fields.hash(seed).alias(f"h{i}") for i, seed in enumerate(_ID_SEEDS)])
-    return digests.select(pl.concat_str([_hex64(pl.col(f"h{i}")) for i in range(len(_ID_SEEDS))]).alias("id")).to_series()
+    return id128(df, [pl.lit(prefix), *[pl.col(c).cast(pl.String) for c in cols]], _ID_SEEDS)
 
 
 def _check_unique_ids(ids: pl.Series, what: str) -> None:
@@ -168,7 +160,7 @@ def _group_designation(ev_sf: pl.DataFrame, bound_sf: pl.DataFrame, users: pl.Da
         pl.col("organizer_email").str.to_lowercase().alias("org"), "key"
     ).unique()
     if children.is_empty():
-        return pl.DataFrame(schema={"org": pl.String, "key": pl.String, "designated": pl.String, "delivered": pl.Boolean})
+        return pl.DataFrame(schema={"org": pl.String, "key": pl.UInt64, "designated": pl.String, "delivered": pl.Boolean})
     members = (
         ev_sf.with_columns(pl.col("organizer_email").str.to_lowercase().alias("org"))
         .join(children, on=["org", "key"], how="semi")
@@ -281,7 +273,7 @@ _ID_SEED = 0x1D5E_ED01
 def _id_hash(uid: pl.Expr, native_id: pl.Expr) -> pl.Expr:
     """A transient 64-bit digest of (user position ``uid``, native id): joins on it are much cheaper than on two
     strings. Never stored; every match is confirmed exactly (``_lookup_rid``)."""
-    return pl.struct(uid.alias("u"), native_id.alias("i")).hash(_ID_SEED)
+    return combine([uid, native_id], _ID_SEED)
 
 
 def _raise_duplicates(df: pl.DataFrame, cols: list[str], what: str) -> None:
@@ -405,14 +397,10 @@ def reconcile(
     pairs_pool = ThreadPoolExecutor(max_workers=1)
     pairs_job = pairs_pool.submit(prepare_pairs)
     try:
-        # the digests as UInt64 (cheaper joins on the key); their decimal strings, which the results carry, are
-        # made in the background while the events are looked up
-        ev_all = normalise_raw(events)
+        ev_all = normalise(events)
     except BaseException:
         pairs_pool.shutdown(cancel_futures=True)
         raise
-    strings_pool = ThreadPoolExecutor(max_workers=1)
-    strings_job = strings_pool.submit(digests_as_strings, ev_all.select("key", "content_hash"))
     # per-user attributes by the user's position (uid): a lookup, not a join that copies every event
     uid = ev_all.select(
         pl.col("user_key").replace_strict(u["user_key"], u["uid"], default=None, return_dtype=pl.UInt32).alias("uid")
@@ -469,14 +457,8 @@ def reconcile(
     pairs_pool.shutdown()
     with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
         rids = list(ex.map(lookup, queries, (ev_sf, ev_em), (sf_exact, em_exact)))
-    digests = strings_job.result()
-    strings_pool.shutdown()
-    # from here on the content hashes are strings (compared with the stored ones, and written); the key stays
-    # as it is (only joined on)
-    ev_all = ev_all.with_columns(digests["key"], digests["content_hash"])
-    nw = nw.with_columns(digests["content_hash"])
     result_events = ev_all.hstack([in_window])
-    del digests, in_window
+    del in_window
     sf_rid, em_rid = rids[0].alias("sf_rid"), rids[1].alias("em_rid")
     del rids, ev_sf, ev_em, queries
     st = ap.hstack([
@@ -616,7 +598,7 @@ def reconcile(
         groups = _group_designation(ev_sf_full, bound_sf, u)
         del bound_sf, ev_sf_full
     else:  # C15 concerns only groups with a child event
-        groups = pl.DataFrame(schema={"org": pl.String, "key": pl.String, "designated": pl.String, "delivered": pl.Boolean})
+        groups = pl.DataFrame(schema={"org": pl.String, "key": pl.UInt64, "designated": pl.String, "delivered": pl.Boolean})
     del st, bound, released_pairs
     rest = pool.join(
         pl.concat([key_pairs.select(pl.col("sf_rid").alias("rid")), key_pairs.select(pl.col("em_rid").alias("rid"))]),
@@ -690,8 +672,8 @@ def reconcile(
         pl.lit(True).alias("sf_changed"),
         pl.lit(True).alias("em_changed"),
         pl.lit(None, dtype=Side).alias("private_origin"),
-        pl.lit(None, dtype=pl.String).alias("sf_hash"),
-        pl.lit(None, dtype=pl.String).alias("email_hash"),
+        pl.lit(None, dtype=pl.UInt64).alias("sf_hash"),
+        pl.lit(None, dtype=pl.UInt64).alias("email_hash"),
     )
     kp = kp.with_columns(_hash_id_column(kp, ["user_key", "sf_id", "email_id"], "pair").alias("pair_id"))
     sy = pl.concat([sync_old, kp.select(sy_cols)], how="vertical_relaxed")
@@ -781,7 +763,7 @@ def reconcile(
         pl.lit(None, dtype=pl.String).alias("target_id"),
         pl.lit(None, dtype=pl.String).alias("target_version"),
         pl.lit(None, dtype=pl.Boolean).alias("t_is_private"),
-        pl.lit(None, dtype=pl.String).alias("t_hash"),
+        pl.lit(None, dtype=pl.UInt64).alias("t_hash"),
         pl.col("native_id").alias("source_id"),
         pl.col("content_hash").alias("source_hash"),
         "start", "end", "is_all_day",

@@ -63,8 +63,8 @@ PAIR_SCHEMA: dict[str, pl.DataType] = {
     "mailbox": pl.String,
     "sf_id": pl.String,
     "email_id": pl.String,
-    "sf_hash": pl.String,  # content hash of the Salesforce side at the last sync
-    "email_hash": pl.String,  # content hash of the email side at the last sync
+    "sf_hash": pl.UInt64,  # content hash of the Salesforce side at the last sync
+    "email_hash": pl.UInt64,  # content hash of the email side at the last sync
     "private_origin": Side,  # C10: which side a private event came from; null when not private
     "linked": pl.Boolean,  # C15: a Salesforce child event linked to a delivered meeting copy
     "created_run": pl.String,
@@ -115,8 +115,8 @@ DELTA_SCHEMA: dict[str, pl.DataType] = {
     "is_private": pl.Boolean,
     "invitees": pl.List(INVITEE),
     "who_ids": pl.List(pl.String),  # Salesforce Who records (C14)
-    "source_hash": pl.String,  # content hash of the source side now
-    "target_hash": pl.String,  # content hash the target side will have after the write
+    "source_hash": pl.UInt64,  # content hash of the source side now
+    "target_hash": pl.UInt64,  # content hash the target side will have after the write
     "private_origin": Side,
 }
 
@@ -161,12 +161,12 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "new_version": pl.String,  # the target's change token after the write, when known
 }
 
-# Columns transforms.normalise adds to an EVENT_SCHEMA frame. Both are digests (decimal strings of
-# polars' 64-bit hash, stable for the pinned polars version), so a snapshot can keep them for private
-# events whose subject it does not keep (R9).
+# Columns transforms.normalise adds to an EVENT_SCHEMA frame. Both are 64-bit digests (transforms.digest,
+# stable for the pinned polars version), so a snapshot can keep them for private events whose subject it
+# does not keep (R9).
 DERIVED_SCHEMA: dict[str, pl.DataType] = {
-    "key": pl.String,  # C3: normalised subject, all-day flag, start, end
-    "content_hash": pl.String,  # synced fields only (R1), never version/last_modified
+    "key": pl.UInt64,  # C3: normalised subject, all-day flag, start, end
+    "content_hash": pl.UInt64,  # synced fields only (R1), never version/last_modified
 }
 
 # --- added by transforms (reconcile) -----------------------------------------------------------------
@@ -179,8 +179,8 @@ DELTA_SCHEMA["linked"] = pl.Boolean
 # (``transforms.reconcile.apply_outcomes(..., refresh=...)``). Never overlaps the pairs of any delta.
 PAIR_REFRESH_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.String,
-    "sf_hash": pl.String,
-    "email_hash": pl.String,
+    "sf_hash": pl.UInt64,
+    "email_hash": pl.UInt64,
     "private_origin": Side,
 }
 

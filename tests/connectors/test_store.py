@@ -22,7 +22,7 @@ def _events() -> pl.DataFrame:
         "side": ["salesforce", "email"], "user_key": ["a@x.com"] * 2, "native_id": ["00U1", "AAMk1"],
         "subject": ["Board meeting", "Dentist"], "description": ["agenda", "root canal"],
         "is_private": [False, True], "start": [T0, T0], "end": [T0, T0], "invitees": [inv, inv],
-        "key": ["k1", "k2"], "content_hash": ["h1", "h2"],
+        "key": [11, 12], "content_hash": [2**64 - 1, 2],
     }), EVENT_SCHEMA | DERIVED_SCHEMA)
 
 
@@ -32,6 +32,36 @@ def test_tables_created_and_versioned(tmp_path):
         assert {"runs", "event_snapshots", "invitee_snapshots", "pairs", "deltas", "delta_outcomes"} <= tables
     with Store(tmp_path / "s.duckdb") as store:  # reopening migrates nothing twice
         assert store.one("SELECT count(*), max(version) FROM schema_version") == (1, SCHEMA_VERSION)
+
+
+def test_version_1_store_migrates_digests_exactly_and_marks_pairs_for_translation(tmp_path):
+    """Schema 1 kept digests as decimal strings; 2 keeps UBIGINT (the same numbers) and lists the stored pairs
+    whose hashes are old digests until a sync translates them."""
+    from connectors.store import _TABLES
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    for name, cols in _TABLES.items():  # version 1: the same tables with the digests as VARCHAR
+        if name != "legacy_pair_hashes":
+            con.execute(f"CREATE TABLE {name} ({cols.replace('UBIGINT', 'VARCHAR')})")
+    con.execute("INSERT INTO pairs (pair_id, user_key, sf_id, email_id, sf_hash, email_hash)"
+                " VALUES ('p1', 'a@x.com', '00U1', 'AAMk1', '18446744073709551615', '7')")
+    con.execute("INSERT INTO event_snapshots (run_id, side, native_id, key, content_hash)"
+                " VALUES ('r0', 'email', 'AAMk1', '12', '7')")
+    con.close()
+    with Store(path) as store:
+        assert store.one("SELECT max(version) FROM schema_version") == (SCHEMA_VERSION,)
+        p = store.pairs().row(0, named=True)
+        assert (p["sf_hash"], p["email_hash"]) == (2**64 - 1, 7)
+        assert store.one("SELECT key, content_hash FROM event_snapshots") == (12, 7)
+        assert store.legacy_pair_hashes().to_list() == ["p1"]
+        store.translate_pair_hashes(store.pairs().with_columns(pl.lit(5, dtype=pl.UInt64).alias("sf_hash")),
+                                    pl.Series(["p1"]))
+        assert store.legacy_pair_hashes().is_empty() and store.pairs()["sf_hash"].to_list() == [5]
+    with Store(path) as store:  # migrated once
+        assert store.one("SELECT count(*) FROM schema_version WHERE version = 2") == (1,)
 
 
 def test_snapshot_keeps_no_private_details(tmp_path):
@@ -45,9 +75,9 @@ def test_snapshot_keeps_no_private_details(tmp_path):
         back = store.read_snapshot("r1")["events"].sort("native_id")
         private = back.filter(pl.col("is_private")).row(0, named=True)
         assert private["subject"] == "Private" and private["description"] == ""
-        assert private["invitees"] == [] and private["key"] == "k2"
+        assert private["invitees"] == [] and private["key"] == 12
         public = back.filter(~pl.col("is_private")).row(0, named=True)
-        assert public["invitees"][0]["email"] == "carol@c.example" and public["content_hash"] == "h1"
+        assert public["invitees"][0]["email"] == "carol@c.example" and public["content_hash"] == 2**64 - 1
 
 
 def test_outcomes_and_pairs_commit_together(tmp_path):

@@ -426,10 +426,40 @@ def test_generated_ids_are_fixed_width_hex_pinned_and_checked_for_collisions():
 
     from transforms.reconcile import _check_unique_ids, _hash_id_column
 
-    df = pl.DataFrame({"user_key": ["a@x.example", "a@x.example"], "sf_id": ["00U1", None], "email_id": ["E1", "E1"]})
+    from transforms.digest import hex64
+
+    df = pl.DataFrame({"user_key": ["a@x.example"] * 3, "sf_id": ["00U1", None, ""], "email_id": ["E1"] * 3})
     assert _hash_id_column(df, ["user_key", "sf_id", "email_id"], "pair").to_list() == [
-        "2c13e276ccc3eead36c309b95118b458", "a3c9da53179a33eea0939a3e41f0ca03",
-    ]
+        "a855b94169755ab5996c0abdba613458", "f2143df046430e25480c7ffb7618b82c", "38de8481baf678cf8b262d73561c95ca",
+    ]  # a null and an empty id differ
+    h = pl.DataFrame({"h": pl.Series([0, 1, 2**64 - 1, 0x0123456789ABCDEF], dtype=pl.UInt64)})
+    assert h.select(pl.concat_str(hex64(pl.col("h")))).to_series().to_list() == [f"{v:016x}" for v in h["h"]]
     _check_unique_ids(pl.Series(["a", "b"]), "deltas")
     with pytest.raises(ValueError, match="deltas: generated id a is not unique"):
         _check_unique_ids(pl.Series(["a", "b", "a"]), "deltas")
+
+
+def test_store_upgrade_translates_old_digests_so_only_real_edits_count():
+    """Pairs stored before schema 2 hold the old digests. Translating them with the events read keeps an edit made
+    in between: here Salesforce was edited earlier than an Exchange read bumped the mailbox copy's LastModified;
+    with untranslated (all "changed") hashes the newer email side would win and undo the Salesforce edit."""
+    from transforms.normalise import _legacy_content_hash, normalise, translate_legacy_hashes
+
+    before = normalise(events(sf("S1", "A"), em("E1", "A"), sf("S2", "B"), em("E2", "B")))
+    old = dict(zip(before["native_id"].to_list(), _legacy_content_hash(before).to_list()))
+    p = pairs_for(before, [("S1", "E1"), ("S2", "E2")]).with_columns(
+        pl.col("sf_id").replace_strict(old, return_dtype=pl.UInt64).alias("sf_hash"),
+        pl.col("email_id").replace_strict(old, return_dtype=pl.UInt64).alias("email_hash"),
+    )
+    now = events(sf("S1", "A edited", modified=utc(2025, 6, 14, 9)), em("E1", "A", modified=utc(2025, 6, 14, 10)),
+                 sf("S2", "B"), em("E2", "B"))
+    untranslated = run(now, p)
+    assert ops(untranslated) == [("update", "salesforce", "S1")]  # the hazard: email's "A" would overwrite the edit
+    translated, done = translate_legacy_hashes(p, normalise(now), p["pair_id"])
+    assert sorted(done.to_list()) == sorted(p["pair_id"].to_list())
+    res = run(now, translated)
+    assert ops(res) == [("update", "email", "E1")] and res.deltas["subject"].to_list() == ["A edited"]
+    assert notes(res, "conflict") == [] and res.pair_refresh.is_empty()
+    # a pair whose email side was not read stays marked, to be translated by a later run
+    _, partial = translate_legacy_hashes(p, normalise(now.filter(pl.col("native_id") != "E2")), p["pair_id"])
+    assert partial.to_list() == ["p-S1-E1"]
