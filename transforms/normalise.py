@@ -33,17 +33,24 @@ _DIRTY = r"[\t-\r\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x
 
 
 def clean_subject_series(subject: pl.Series) -> pl.Series:
-    """``clean_subject`` of a Series, rewriting only the subjects that need it (most need nothing): one
-    scan for a character class instead of a regex replace and a strip over every row (~3x cheaper)."""
+    """``clean_subject`` of a Series, rewriting only the subjects that need it (most need nothing). Cheap tests
+    first (a control character \\t-\\r, any non-ASCII character, two spaces, a space at either end: each a fast
+    scan), then the exact class (``_DIRTY``) on the few they flag, then the rewrite of the dirty ones."""
     col = subject.name
-    dirty = subject.to_frame().select(pl.col(col).str.contains(_DIRTY).fill_null(False)).to_series()
-    n = dirty.sum()
-    if n == 0:
+    s = pl.col(col)
+    maybe = subject.to_frame().select(
+        (s.str.contains(r"[\t-\r]") | (s.str.len_bytes() != s.str.len_chars()) | s.str.contains("  ", literal=True)
+         | s.str.starts_with(" ") | s.str.ends_with(" ")).fill_null(False)
+    ).to_series()
+    if not maybe.any():
         return subject
-    if n > subject.len() // 4:
-        return subject.to_frame().select(clean_subject(pl.col(col))).to_series()
-    idx = dirty.arg_true()
-    fixed = subject.gather(idx).to_frame().select(clean_subject(pl.col(col))).to_series()
+    idx = maybe.arg_true()
+    cand = subject.gather(idx)
+    dirty = cand.to_frame().select(s.str.contains(_DIRTY).fill_null(False)).to_series()
+    if not dirty.any():
+        return subject
+    idx, cand = idx.filter(dirty), cand.filter(dirty)
+    fixed = cand.to_frame().select(clean_subject(s)).to_series()
     return subject.scatter(idx, fixed)
 
 
