@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from datetime import date, timedelta
 
 import polars as pl
@@ -294,29 +295,30 @@ def _raise_duplicates(df: pl.DataFrame, cols: list[str], what: str) -> None:
         raise ValueError(f"{what}: {ids} appears {first['len']} times{more}; each must be unique")
 
 
-def _lookup_rid(query: pl.DataFrame, table: pl.DataFrame, n_events: int, what: tuple[str, str]) -> pl.Series:
-    """``rid`` of each row of ``query`` (user_key, native_id, h, h2: a stored pair side) in ``table`` (user_key,
-    native_id, rid, h, h2: one side's events of synced users), aligned with ``query``; null when absent. ``h`` and
-    ``h2`` are two independent digests of (user position, native id) (``_id_hash``): the join is on ``h``, and a
-    match stands only when ``h2`` agrees too (a 128-bit match).
+def _lookup_rid(query: pl.DataFrame, table: pl.DataFrame, h2: pl.Series,
+                exact: Callable[[], tuple[pl.DataFrame, pl.DataFrame]], what: tuple[str, str]) -> pl.Series:
+    """``rid`` of each row of ``query`` (h, h2: a stored pair side) in ``table`` (rid, h: one side's events of synced
+    users), aligned with ``query``; null when absent. ``h`` and ``h2`` are two independent digests of (user
+    position, native id) (``_id_hash``; ``h2`` of every event, by rid): the join is on ``h``, and a match stands
+    only when ``h2`` agrees too (a 128-bit match). The frames carry no strings: ``exact()`` gives the same rows with
+    user_key and native_id (table with rid), only needed when something repeats.
 
     Checked on the way, from the join itself: an event listed twice by its side that a pair refers to (a query
     matched twice), an event two pairs refer to (a rid matched twice), and two pairs referring to the same
     missing event (repeated unmatched ids). ``what``: (events, pair ids) for the messages. A digest collision
     falls back to joining the strings."""
-    m = query.select("h", "h2").with_row_index("q").join(table.select("h", "h2", "rid"), on="h", how="inner", suffix="_t")
-    m = m.filter(pl.col("h2") == pl.col("h2_t"))
+    m = query.select("h").with_row_index("q").join(table, on="h", how="inner")
+    m = m.filter(h2.gather(m["rid"]) == query["h2"].gather(m["q"]))
     matched = pl.zeros(query.height, pl.Boolean, eager=True).scatter(m["q"], True)
     unmatched_h = query["h"].filter(~matched)
     if (matched.sum() != m.height  # a query matched twice
-            or pl.zeros(n_events, pl.Boolean, eager=True).scatter(m["rid"], True).sum() != m.height  # a rid twice
+            or pl.zeros(h2.len(), pl.Boolean, eager=True).scatter(m["rid"], True).sum() != m.height  # a rid twice
             or unmatched_h.n_unique() != unmatched_h.len()):
-        _raise_duplicates(table, ["user_key", "native_id"], what[0])
-        _raise_duplicates(query, ["user_key", "native_id"], what[1])
+        q_ids, t_ids = exact()
+        _raise_duplicates(t_ids, ["user_key", "native_id"], what[0])
+        _raise_duplicates(q_ids, ["user_key", "native_id"], what[1])
         # a digest collision (never seen): join on the strings
-        return query.join(
-            table.select("user_key", "native_id", "rid"), on=["user_key", "native_id"], how="left", maintain_order="left"
-        )["rid"].alias("rid")
+        return q_ids.join(t_ids, on=["user_key", "native_id"], how="left", maintain_order="left")["rid"].alias("rid")
     return pl.repeat(None, query.height, dtype=pl.UInt32, eager=True).scatter(m["q"], m["rid"]).alias("rid")
 
 
@@ -341,8 +343,8 @@ def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.Dat
     costs ~2 us a row in polars, so the rows needed are first filtered out (one ordered pass, cheap) and
     gathered from that small single-chunk copy.
     """
-    keys = pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls().unique().sort()
-    mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(keys, True)
+    mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls(), True)
+    pos_of = (mask.cum_sum() - 1).cast(pl.UInt32)  # a needed row's position in the filtered copy
     wide = frame.select(cols)
     # the filter of a list column runs on one core: filter the two halves of the frame side by side
     half = (frame.height + 1) // 2
@@ -352,15 +354,7 @@ def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.Dat
         with ThreadPoolExecutor(max_workers=2) as ex:
             halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
         sub = pl.concat(halves, rechunk=True)
-
-    def fetch(rid: pl.Series) -> pl.DataFrame:
-        pos = pl.select(pl.when(rid.is_not_null()).then(keys.search_sorted(rid.fill_null(0)))).to_series()
-        return sub.select(pl.all().gather(pos))
-
-    if len(rids) == 1:
-        return [fetch(rids[0])]
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        return list(ex.map(fetch, rids))
+    return [sub.gather(pos_of.gather(rid)) for rid in rids]
 
 
 def reconcile(
@@ -402,7 +396,7 @@ def reconcile(
         queries = []
         for id_col in ("sf_id", "email_id"):  # (their uniqueness is checked by the lookups)
             side_pairs = ap.filter(pl.col(id_col).is_not_null()) if ap[id_col].null_count() else ap
-            queries.append(side_pairs.select("user_key", pl.col(id_col).alias("native_id"), *_id_hashes("uid", id_col)))
+            queries.append(side_pairs.select(*_id_hashes("uid", id_col)))
         return moved, ap, queries
 
     pairs_pool = ThreadPoolExecutor(max_workers=1)
@@ -452,15 +446,25 @@ def reconcile(
     in_window = win["in_window"]
     del win, uid
 
+    def keep(name: str) -> pl.Expr:
+        return (pl.col("side") == name) if all_synced else ((pl.col("side") == name) & is_synced)
+
     def side_table(name: str) -> pl.DataFrame:
-        keep = pl.col("side") == name
-        if not all_synced:
-            keep = keep & is_synced
-        t = nw.select("user_key", "uid", "native_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid"), keep.alias("_k")).filter("_k")
-        return t.select("user_key", "native_id", "rid", *_id_hashes("uid", "native_id"))
+        return nw.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("rid"), _id_hash(pl.col("uid"), pl.col("native_id")).alias("h"),
+            keep(name).alias("_k"),
+        ).filter("_k").drop("_k")
+
+    def exact(name: str, id_col: str) -> Callable[[], tuple[pl.DataFrame, pl.DataFrame]]:
+        """The rows of a side's lookup with their strings (for messages and the collision fallback)."""
+        return lambda: (
+            ap.filter(pl.col(id_col).is_not_null()).select("user_key", pl.col(id_col).alias("native_id")),
+            nw.with_row_index("rid").filter(keep(name)).select("user_key", "native_id", "rid"),
+        )
 
     with ThreadPoolExecutor(max_workers=2) as ex:  # independent, mostly single-threaded in polars
         ev_sf, ev_em = ex.map(side_table, (SF, EM))
+    h2 = nw.select(_id_hash(pl.col("uid"), pl.col("native_id"), _ID_SEED2)).to_series()
 
     # A native id belongs to at most one pair, and a side lists an event once (checked by the lookups for the
     # events pairs refer to, and in the pool for the others). A violation is corrupt state or a connector bug,
@@ -470,7 +474,9 @@ def reconcile(
     pairs_pool.shutdown()
     what = ((f"{SF} events", "stored pairs' sf_id"), (f"{EM} events", "stored pairs' email_id"))
     with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
-        found = list(ex.map(lambda q, t, w: _lookup_rid(q, t, nw.height, w), queries, (ev_sf, ev_em), what))
+        found = list(ex.map(lambda q, t, x, w: _lookup_rid(q, t, h2, x, w), queries, (ev_sf, ev_em),
+                            (exact(SF, "sf_id"), exact(EM, "email_id")), what))
+    del h2
     # aligned with the active pairs (a side without an id has no rid)
     rids = [f if q.height == ap.height else
             pl.repeat(None, ap.height, dtype=pl.UInt32, eager=True).scatter(ap[c].is_not_null().arg_true(), f)
