@@ -38,8 +38,18 @@ def hex64(h: pl.Expr) -> list[pl.Expr]:
     return [pl.lit(_HEX16).gather(((h // (1 << (16 * k))) % (1 << 16)).cast(pl.UInt32)) for k in range(3, -1, -1)]
 
 
+def id_digests(df: pl.DataFrame, fields: list[pl.Expr], seeds: tuple[int, int]) -> pl.DataFrame:
+    """Two independent digests (``h0``, ``h1``) of ``fields`` per row of ``df``: a 128-bit id before formatting.
+    Sorting by (h0, h1) orders rows as their ``hex128`` strings would sort."""
+    return df.select(combine(fields, seed).alias(f"h{i}") for i, seed in enumerate(seeds))
+
+
+def hex128(h0: pl.Expr, h1: pl.Expr) -> pl.Expr:
+    """The 32 lower-case hex digits of (h0, h1)."""
+    return pl.concat_str([*hex64(h0), *hex64(h1)])
+
+
 def id128(df: pl.DataFrame, fields: list[pl.Expr], seeds: tuple[int, int]) -> pl.Series:
-    """Deterministic 128-bit ids of ``fields`` per row of ``df``: two independent digests as 32 lower-case hex
-    digits. The digests are computed first (eager selects share no subexpressions), then formatted."""
-    digests = df.select(combine(fields, seed).alias(f"h{i}") for i, seed in enumerate(seeds))
-    return digests.select(pl.concat_str([*hex64(pl.col("h0")), *hex64(pl.col("h1"))]).alias("id")).to_series()
+    """Deterministic 128-bit ids of ``fields`` per row of ``df``, as 32 lower-case hex digits. The digests are
+    computed first (eager selects share no subexpressions), then formatted."""
+    return id_digests(df, fields, seeds).select(hex128(pl.col("h0"), pl.col("h1")).alias("id")).to_series()
