@@ -44,6 +44,10 @@ Writing (``apply``)
       creates whose reply was lost).
     - HTTP 401 raises ``FatalError`` naming the service account; writes made before it are on the
       error's ``outcomes`` frame so they can still be recorded.
+
+Counting (``api_calls``)
+    Every connector has its own exchangelib ``Protocol`` (session pool) and counts the EWS SOAP
+    requests it sends: see ``CallCounter`` and ``_CountingProtocol``.
 """
 
 from __future__ import annotations
@@ -51,10 +55,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
+import requests
 from exchangelib import (
     DELEGATE,
     IMPERSONATION,
@@ -79,7 +86,7 @@ from exchangelib.items import (
     SEND_TO_NONE,
 )
 from exchangelib.properties import Attendee, Body, HTMLBody, Mailbox
-from exchangelib.protocol import FaultTolerance, Protocol
+from exchangelib.protocol import CachingProtocol, FaultTolerance, Protocol
 from exchangelib.services import CreateItem, DeleteItem, GetItem, UpdateItem
 from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
@@ -519,6 +526,88 @@ class BoundedRetry(FaultTolerance):
         super().back_off(seconds)
 
 
+# --------------------------------------------------------------------------- request counting
+
+
+class CallCounter:
+    """A requests response hook counting the EWS SOAP requests one connector sends.
+
+    What counts: every HTTP POST to the EWS endpoint that got an HTTP response, whatever its status, so
+    a request exchangelib retries after a throttling reply counts once per attempt. What does not: the
+    extra legs of an NTLM handshake (requests_ntlm re-sends on the connection from inside its own hook,
+    so the session hook sees only the final response of the POST), OAuth token requests (another URL),
+    and a request whose connection dropped before any response came back. Thread-safe: exchangelib
+    pools sessions and may send from several threads.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        try:
+            self.url = requests.Request("POST", endpoint).prepare().url  # as requests normalises it
+        except requests.RequestException:
+            self.url = endpoint  # not a URL: no request will reach it anyway (exchangelib reports that)
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002
+        request = response.request
+        if request is not None and request.method == "POST" and request.url == self.url:
+            with self._lock:
+                self._count += 1
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+
+class _CountingProtocol(Protocol):
+    """exchangelib's Protocol whose sessions (new, renewed or retired-and-replaced alike; all go through
+    ``create_session``) carry the connector's ``CallCounter`` as a response hook."""
+
+    def __init__(self, *args: Any, counter: CallCounter, **kwargs: Any) -> None:
+        self.counter = counter
+        super().__init__(*args, **kwargs)
+
+    def create_session(self):  # noqa: ANN201 - exchangelib's signature
+        session = super().create_session()
+        session.hooks["response"].append(self.counter)
+        return session
+
+
+# exchangelib caches one Protocol (and so one session pool) per endpoint + credentials, and Account
+# always asks that cache. A connector's counter must see its own requests only, so a Configuration that
+# carries a counter (``_calsync_calls``) gets a cache key of its own; every other key is unchanged.
+_OWNER = "_calsync_calls"
+
+
+def _install_owned_protocols() -> None:
+    """Make ``Protocol._cache_key`` tell connectors apart (idempotent)."""
+    original = CachingProtocol.__dict__["_cache_key"].__func__
+    if getattr(original, "_calsync_owned", False):
+        return
+
+    def _cache_key(config):  # noqa: ANN001, ANN202
+        key = original(config)
+        owner = getattr(config, _OWNER, None)
+        return key if owner is None else (*key, owner)
+
+    _cache_key._calsync_owned = True  # type: ignore[attr-defined]
+    CachingProtocol._cache_key = staticmethod(_cache_key)
+
+
+_install_owned_protocols()
+
+
+def _drop_protocol(config: Configuration) -> None:
+    """Close and forget the cached Protocol of ``config`` (if any)."""
+    try:
+        protocol, _ = Protocol._protocol_cache.pop(Protocol._cache_key(config))
+    except KeyError:
+        return
+    if not isinstance(protocol, Exception):
+        protocol.close()
+
+
 # --------------------------------------------------------------------------- connector
 
 
@@ -576,6 +665,10 @@ class ExchangeConnector:
             version=Version(build=EXCHANGE_2016),
             retry_policy=BoundedRetry(max_wait=max_wait_s),
         )
+        self._calls = CallCounter(endpoint)
+        setattr(self._config, _OWNER, self._calls)  # this connector's own Protocol (see _cache_key)
+        # An unclosed connector still releases its Protocol and sessions when it is collected.
+        weakref.finalize(self, _drop_protocol, self._config)
         self._account: Account | None = None
         self._calendar_ids: dict[str, str] = {}
         self.last_problems: list[tuple[str, str | None, str]] = []
@@ -589,6 +682,9 @@ class ExchangeConnector:
         """The Account for ``mailbox``; switching mailbox drops the previous one (R15)."""
         if self._account is not None and self._account.primary_smtp_address.lower() == mailbox.lower():
             return self._account
+        # Put this connector's counting Protocol in exchangelib's cache (a no-op when it is there
+        # already) so that the Account below picks it up.
+        _CountingProtocol(config=self._config, counter=self._calls)
         self._account = Account(
             primary_smtp_address=mailbox,
             config=self._config,
@@ -602,12 +698,12 @@ class ExchangeConnector:
         """Close this connector's HTTP sessions and forget exchangelib's cached protocol for them."""
         self._account = None
         self._calendar_ids.clear()
-        try:
-            protocol, _ = Protocol._protocol_cache.pop(Protocol._cache_key(self._config))
-        except KeyError:
-            return
-        if not isinstance(protocol, Exception):
-            protocol.close()
+        _drop_protocol(self._config)
+
+    @property
+    def api_calls(self) -> int:
+        """EWS SOAP requests this connector has sent so far (see ``CallCounter``); close() keeps it."""
+        return self._calls.count
 
     def __enter__(self) -> "ExchangeConnector":
         return self

@@ -86,9 +86,10 @@ VIEWS: dict[str, str] = {
         SELECT user_key, kind, reason, count(*) AS n, count(DISTINCT run_id) AS runs
         FROM v_problems GROUP BY ALL ORDER BY n DESC
     """,
-    # Salesforce API calls spent per run, with the deltas they carried.
+    # Salesforce API calls and EWS requests spent per run, with the deltas they carried
+    # (calls_per_applied_delta counts the Salesforce calls).
     "v_api_calls": """
-        SELECT run_id, mode, started_at, sf_api_calls, deltas, applied,
+        SELECT run_id, mode, started_at, sf_api_calls, ews_api_calls, deltas, applied,
                round(sf_api_calls / greatest(applied, 1), 2) AS calls_per_applied_delta
         FROM v_runs ORDER BY started_at DESC
     """,

@@ -35,6 +35,12 @@ class RecordedRun:
     conns: pipeline.Connections | None = None
     stage: str = "connect"
 
+    def api_calls(self) -> dict[str, int | None]:
+        """The Salesforce HTTP calls and EWS SOAP requests made so far (None before connecting)."""
+        if self.conns is None:
+            return {"sf_api_calls": None, "ews_api_calls": None}
+        return {"sf_api_calls": self.conns.sf_calls[0], "ews_api_calls": self.conns.ews_calls}
+
     def finish(self, deltas: pl.DataFrame, outcomes: pl.DataFrame, **extra) -> dict:
         """Summarise, mark the run succeeded (or partial when a delta failed), return the summary."""
         self.stage = "finish"
@@ -42,8 +48,7 @@ class RecordedRun:
         failed = summary["totals"]["failed"]
         status = "succeeded" if failed == 0 else "partial"
         self.store.finish_run(self.run_id, status, summary["totals"],
-                              error=f"{failed} deltas failed" if failed else None,
-                              sf_api_calls=self.conns.sf_calls[0] if self.conns else None)
+                              error=f"{failed} deltas failed" if failed else None, **self.api_calls())
         summary.update(run_id=self.run_id, status=status, store=str(self.cfg.store_path),
                        today=self.today.isoformat(), **extra)
         return summary
@@ -68,7 +73,8 @@ def recorded_run(cfg: Config, mode: str, today: date, run_id: str,
             finally:
                 run.conns.close()
         except Exception as exc:
-            store.finish_run(run_id, "failed", error=failure_reason(exc), failed_stage=run.stage)
+            store.finish_run(run_id, "failed", error=failure_reason(exc), failed_stage=run.stage,
+                             **run.api_calls())
             raise
         finally:
             store.close()

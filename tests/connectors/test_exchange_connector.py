@@ -598,3 +598,93 @@ def test_write_payloads_that_ews_would_reject_are_caught_before_sending():
         ews_start_end(u(2024, 5, 10, 10), u(2024, 5, 10, 9), False, BERLIN)
     with pytest.raises(ValueError, match="end_before_start"):
         ews_start_end(u(2024, 5, 10), u(2024, 5, 10), True, BERLIN)
+
+
+# ----------------------------------------------------------------------------- counting EWS requests
+
+
+def _create(i: int) -> dict:
+    return {"delta_id": f"c{i}", "op": "create", "subject": f"Counted {i}", "start": u(2024, 5, 8, 9 + i),
+            "end": u(2024, 5, 8, 10 + i)}
+
+
+@pytest.mark.parametrize("auth_type", ["basic", "ntlm"])
+def test_api_calls_are_the_soap_requests_the_server_answered(ex, org, auth_type):
+    # The sandbox counts every authenticated EWS request (not the 401 legs of an NTLM handshake), as
+    # the connector does: the two counts must agree exactly.
+    user, password = ex.service_account
+    with ExchangeConnector(ex.url, user, password, auth_type=auth_type, max_wait_s=2, batch_size=2) as conn:
+        assert conn.api_calls == 0
+        extract(conn)
+        after_read = conn.api_calls
+        assert after_read == org.calls() > 0
+        conn.apply(deltas(*(_create(i) for i in range(5))))  # 3 CreateItem batches at least
+        assert conn.api_calls == org.calls() >= after_read + 3
+        if auth_type == "ntlm":
+            assert any(logon["scheme"] == "ntlm" and logon["ok"] for logon in org.logons)
+    assert conn.api_calls == org.calls()  # close() keeps the count
+
+
+def test_api_calls_count_every_attempt_of_a_throttled_request(conn, ex, org):
+    ex.faults.add("throttle", count=2, route="CreateItem", backoff_ms=100)
+    conn.apply(deltas(_create(0)))
+    assert org.calls_by_operation["CreateItem"] == 3
+    assert conn.api_calls == org.calls()
+
+
+def test_connectors_with_the_same_account_count_only_their_own_requests(conn, ex, org):
+    user, password = ex.service_account
+    other = ExchangeConnector(ex.url, user, password, max_wait_s=2)
+    try:
+        extract(conn)
+        mine = conn.api_calls
+        extract(other)
+        other.apply(deltas(_create(0)))
+        assert conn.api_calls == mine  # the other connector's requests are not ours
+        assert other.api_calls > 0 and conn.api_calls + other.api_calls == org.calls()
+        assert conn.account(ANN).protocol is not other.account(ANN).protocol
+        # exchangelib's own clients with the same account do not count either (nor share our sessions).
+        from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials
+
+        plain = Account(primary_smtp_address=ANN, autodiscover=False, access_type=IMPERSONATION,
+                        config=Configuration(service_endpoint=ex.url, credentials=Credentials(user, password),
+                                             auth_type=BASIC, version=Version(build=EXCHANGE_2016)))
+        theirs, before = other.api_calls, org.calls()
+        plain.calendar.all().count()
+        assert org.calls() > before and (conn.api_calls, other.api_calls) == (mine, theirs)
+    finally:
+        other.close()
+
+
+def test_api_calls_are_counted_exactly_from_many_threads(conn, ex, org):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(3):
+        org.add_item(ANN, f"Threaded {i}", u(2024, 5, 8, 9 + i), u(2024, 5, 8, 10 + i))
+    # One Account whose Protocol pools up to 4 sessions (exchangelib's default is one), so that
+    # requests really go out in parallel on different sessions, each carrying the counting hook.
+    conn.account(ANN).protocol.max_connections = 4
+
+    def look(i: int) -> list[str]:
+        return conn.find_by_key(ANN, f"Threaded {i % 3}", u(2024, 5, 8, 9 + i % 3), u(2024, 5, 8, 10 + i % 3), False)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(look, range(40)))
+    assert all(len(ids) == 1 for ids in found)
+    assert conn.api_calls == org.calls() >= 40
+    assert conn.account(ANN).protocol._session_pool_size > 1  # the requests really went in parallel
+
+
+def test_an_unclosed_connector_releases_its_protocol_when_collected(ex, org):
+    import gc
+
+    from exchangelib.protocol import Protocol
+
+    user, password = ex.service_account
+    c = ExchangeConnector(ex.url, user, password, max_wait_s=2)
+    extract(c)
+    key = Protocol._cache_key(c._config)
+    assert key in Protocol._protocol_cache
+    del c
+    gc.collect()
+    assert key not in Protocol._protocol_cache

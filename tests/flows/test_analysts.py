@@ -50,6 +50,8 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
         assert ("Board prep", "Board prep v2") in writes
         calls = store.con.execute("SELECT sf_api_calls FROM v_runs").fetchall()
         assert all(c[0] and c[0] > 0 for c in calls)
+        calls = store.con.execute("SELECT sf_api_calls, ews_api_calls FROM v_api_calls").fetchall()
+        assert len(calls) == 2 and all(sf and sf > 0 and ews and ews > 0 for sf, ews in calls)
 
     assert show_history(world.tmp / "calsync.duckdb") == 0
     out = tmp_path / "export"
