@@ -40,6 +40,11 @@ class Connections:
     exchange: ExchangeConnector
     sf_calls: list[int] = field(default_factory=lambda: [0])  # Salesforce HTTP calls this run
 
+    @property
+    def ews_calls(self) -> int:
+        """EWS SOAP requests this run: the Exchange connector counts its own (``api_calls``)."""
+        return self.exchange.api_calls
+
     def close(self) -> None:
         self.exchange.close()
 
@@ -208,15 +213,23 @@ def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: 
 def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
     """Normalise (key, content hash) and keep what the run read. Returns the normalised events."""
     events = normalise(ex.events)
-    legacy = store.legacy_pair_hashes()
-    if legacy.len():  # a store from before schema 2: translate the stored hashes of the pairs just read
-        translated, done = translate_legacy_hashes(store.pairs(), events, legacy)
-        store.translate_pair_hashes(translated, done)
-        ex.pairs = ex.pairs.drop("sf_hash", "email_hash").join(
-            translated.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left", maintain_order="left"
-        ).select(ex.pairs.columns)
+    ex.pairs = with_translated_hashes(store, events, ex.pairs)
     store.write_snapshot(run_id, events, ex.pairs, ex.users, ex.directory)
     return events
+
+
+def with_translated_hashes(store: Store, events: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """``pairs`` (read from ``store``) with the hashes a version-1 store kept translated by the normalised
+    ``events`` just read (``translate_legacy_hashes``); the store keeps the translation. Nothing to do (one
+    cheap query) once every pair is translated."""
+    legacy = store.legacy_pair_hashes()
+    if not legacy.len():
+        return pairs
+    translated, done = translate_legacy_hashes(store.pairs(), events, legacy)
+    store.translate_pair_hashes(translated, done)
+    return pairs.drop("sf_hash", "email_hash").join(
+        translated.select("pair_id", "sf_hash", "email_hash"), on="pair_id", how="left", maintain_order="left"
+    ).select(pairs.columns)
 
 
 def settings_for(cfg: Config, org: OrgInfo, allow_deletes: bool = False) -> Settings:

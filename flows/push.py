@@ -83,9 +83,10 @@ def push(cfg: Config, side: str, native_id: str, today: date | None = None, user
         users, _ = pipeline.users_frame(cfg, conns)
         events, extra = _extract(conns, users, side, native_id, user)
         directory = pipeline.directory_for(conns, events, users)
-        pairs = store.pairs()
         run.stage = "snapshot"
-        store.write_snapshot(run_id, normalise(events), pairs, users, directory)
+        normalised = normalise(events)
+        pairs = pipeline.with_translated_hashes(store, normalised, store.pairs())
+        store.write_snapshot(run_id, normalised, pairs, users, directory)
         run.stage = "reconcile"
         settings = pipeline.settings_for(cfg, org)
         store.set_run_settings(run_id, dataclasses.asdict(settings))

@@ -110,14 +110,16 @@ def replay(cfg: Config, run_id: str) -> dict:
             rest = pending.filter(~pl.col("delta_id").is_in(existing["delta_id"].implode()))
             outcomes, _ = pipeline.load(store, run_id, conns, org, rest, pairs, snap["users"])
         except Exception as exc:
-            store.finish_run(replay_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage="load")
+            store.finish_run(replay_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage="load",
+                             sf_api_calls=conns.sf_calls[0], ews_api_calls=conns.ews_calls)
             raise
         finally:
             conns.close()
         all_outcomes = store.outcomes(run_id)
         left = deltas.height - all_outcomes.filter(pl.col("status") == "applied").height
         summary = summarise(pending, pl.concat([existing, outcomes]), store.notes(run_id).head(0))
-        store.finish_run(replay_id, "succeeded" if left == 0 else "partial", summary["totals"])
+        store.finish_run(replay_id, "succeeded" if left == 0 else "partial", summary["totals"],
+                         sf_api_calls=conns.sf_calls[0], ews_api_calls=conns.ews_calls)
         if left == 0:
             store.con.execute("UPDATE runs SET status = 'succeeded', error = NULL WHERE run_id = ?", [run_id])
         summary.update(run_id=replay_id, replay_of=run_id, status="succeeded" if left == 0 else "partial",
