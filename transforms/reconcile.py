@@ -358,7 +358,12 @@ def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.Dat
         with ThreadPoolExecutor(max_workers=2) as ex:
             halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
         sub = pl.concat(halves, rechunk=True)
-    return [sub.gather(pos_of.gather(rid)) for rid in rids]
+    # one gather for all (the columns side by side), then a zero-copy slice per rid series
+    got = sub.select(pl.all().gather(pl.concat([pos_of.gather(rid) for rid in rids])))
+    starts = [0]
+    for rid in rids:
+        starts.append(starts[-1] + rid.len())
+    return [got.slice(a, b - a) for a, b in zip(starts, starts[1:])]
 
 
 def reconcile(
@@ -923,8 +928,12 @@ def reconcile(
 
     # sorted by (user, op, delta_id): the digests order as their hex does, and sort cheaper than 32-digit strings
     dig = id_digests(deltas, _id_fields(["user_key", "op", "target_side", "pair_id", "source_id", "target_id"], "delta"), _ID_SEEDS)
-    deltas = deltas.hstack(dig).sort(["user_key", "op", "h0", "h1"])
-    deltas = deltas.with_columns(hex128(pl.col("h0"), pl.col("h1")).alias("delta_id")).drop("h0", "h1")
+    # (a user's rank among the user_keys sorts as the user_key does, and cheaper)
+    rank = (u["user_key"].rank("ordinal") - 1).cast(pl.UInt32)
+    deltas = deltas.hstack(dig).with_columns(
+        rank.gather(deltas.select(_position(pl.col("user_key"), u["user_key"])).to_series()).alias("_rank")
+    ).sort(["_rank", "op", "h0", "h1"])
+    deltas = deltas.with_columns(hex128(pl.col("h0"), pl.col("h1")).alias("delta_id")).drop("h0", "h1", "_rank")
     if dig["h0"].n_unique() != dig.height:  # (a repeat of half the digest only is no repeat: check the ids)
         _check_unique_ids(deltas["delta_id"], "deltas")
 
