@@ -390,7 +390,8 @@ def reconcile(
     directory = inv.prepare_directory(conform(directory, {"record_id": pl.String, "record_type": pl.String, "email": pl.String, "owner_id": pl.String}))
 
     def prepare_pairs() -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
-        """The stored pairs' side (needs no event): active and moved pairs (C17) and the hashed queries of both sides' ids. Runs in a thread while the events are normalised."""
+        """The stored pairs' side (needs no event): active and moved pairs (C17) and the hashed queries of both
+        sides' ids. Runs in a thread while the events are normalised."""
         p = conform(pairs, PAIR_SCHEMA)
         p = p.hstack([p.select(_position(pl.col("user_key"), u["user_key"]).alias("uid")).to_series()])
         if p["uid"].null_count():
