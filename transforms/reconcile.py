@@ -230,7 +230,7 @@ def _missing_synced_attendees(st: pl.DataFrame, nw: pl.DataFrame, events: pl.Dat
     return false.scatter(missing, True) if missing.len() else false
 
 
-def _passes(pool: pl.DataFrame, events: pl.DataFrame, directory: pl.DataFrame) -> pl.Series:
+def _passes(pool: pl.DataFrame, rows: "_Rows", directory: pl.DataFrame) -> pl.Series:
     """R5/C5 ``passes`` per pool row (needs side, user_key, organizer_email, mailbox, filter_mode, rid into
     ``events``). Only the invitee modes look at invitees, so only their rows gather and explode them."""
     mode = pool["filter_mode"]
@@ -239,7 +239,7 @@ def _passes(pool: pl.DataFrame, events: pl.DataFrame, directory: pl.DataFrame) -
     if not need.any():
         return passes
     sub = pool.filter(need).select("side", "user_key", "organizer_email", "mailbox", "filter_mode", "rid")
-    sub = sub.hstack(_take(events, ["invitees"], sub["rid"])[0]).with_row_index("i")
+    sub = sub.hstack(rows.take(["invitees"], sub["rid"])[0]).with_row_index("i")
     el = pl.col("email")
     # C5: a Salesforce invitee is an IsInvitee relation (what the connector lists); an email invitee is an
     # attendee with an address other than the organizer (and the mailbox owner).
@@ -340,30 +340,48 @@ def _gather(frame: pl.DataFrame, rid: pl.Series, cols: dict[str, str]) -> list[p
     return frame.select(pl.col(c).gather(rid).alias(a) for c, a in cols.items()).get_columns()
 
 
-def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
-    """``frame[cols]`` at the positions of each of ``rids`` (null where the rid is null).
+_WIDE = ["subject", "description", "invitees", "organizer_email"]
 
-    For wide columns (lists of structs, long strings): gathering those straight from a many-chunk frame
-    costs ~2 us a row in polars, so the rows needed are first filtered out (one ordered pass, cheap) and
-    gathered from that small single-chunk copy.
+
+class _Rows:
+    """The wide columns (``_WIDE``: long strings, lists of structs) of the events a run may read, copied once.
+
+    Gathering those straight from a many-chunk frame costs ~2-4 us a row in polars, so the rows needed are
+    filtered out in one ordered pass (the two halves side by side: a list column filters on one core) into a
+    single-chunk copy, and ``take`` gathers from that copy by position.
     """
-    mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls(), True)
-    pos_of = (mask.cum_sum() - 1).cast(pl.UInt32)  # a needed row's position in the filtered copy
-    wide = frame.select(cols)
-    # the filter of a list column runs on one core: filter the two halves of the frame side by side
-    half = (frame.height + 1) // 2
-    if half < 100_000:
-        sub = wide.filter(mask).rechunk()
-    else:
-        with ThreadPoolExecutor(max_workers=2) as ex:
-            halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
-        sub = pl.concat(halves, rechunk=True)
-    # one gather for all (the columns side by side), then a zero-copy slice per rid series
-    got = sub.select(pl.all().gather(pl.concat([pos_of.gather(rid) for rid in rids])))
-    starts = [0]
-    for rid in rids:
-        starts.append(starts[-1] + rid.len())
-    return [got.slice(a, b - a) for a, b in zip(starts, starts[1:])]
+
+    def __init__(self, frame: pl.DataFrame, *rids: pl.Series) -> None:
+        mask = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(
+            pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls(), True)
+        self._mask = mask
+        self._pos_of = (mask.cum_sum() - 1).cast(pl.UInt32)  # a kept row's position in the copy
+        wide = frame.select(_WIDE)
+        half = (frame.height + 1) // 2
+        if half < 100_000:
+            self._sub = wide.filter(mask).rechunk()
+        else:
+            with ThreadPoolExecutor(max_workers=2) as ex:
+                halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
+            self._sub = pl.concat(halves, rechunk=True)
+
+    def take(self, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
+        """``cols`` at the event positions of each of ``rids`` (null where the rid is null); every rid must be
+        among those the copy was made for."""
+        rid = pl.concat([r.cast(pl.UInt32) for r in rids])
+        if not self._mask.gather(rid.drop_nulls()).all():
+            raise AssertionError("_Rows.take: a row outside the copy was asked for")
+        # one gather for all (the columns side by side), then a zero-copy slice per rid series
+        got = self._sub.select(pl.col(c).gather(self._pos_of.gather(rid)) for c in cols)
+        starts = [0]
+        for r in rids:
+            starts.append(starts[-1] + r.len())
+        return [got.slice(a, b - a) for a, b in zip(starts, starts[1:])]
+
+
+def _take(frame: pl.DataFrame, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
+    """``frame[cols]`` at the positions of each of ``rids`` (null where the rid is null), for one use."""
+    return _Rows(frame, *rids).take(cols, *rids)
 
 
 def reconcile(
@@ -601,7 +619,12 @@ def reconcile(
         (pl.len().over("uid", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
     ).with_columns(pl.col("dup").any().over("uid", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
     pool = pool.hstack(_gather(u, pool["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox"}))
-    pool = pool.hstack([_passes(pool, ev_all, directory)]).with_columns(
+    # the wide columns of every event this run may still read: the pool (filters, creates) and both sides of
+    # the pairs to settle; one ordered pass over all events
+    settle = acting.filter(pl.col("action") == "sync")
+    rows = _Rows(ev_all, pool["rid"], settle["sf_rid"], settle["em_rid"])
+    del settle
+    pool = pool.hstack([_passes(pool, rows, directory)]).with_columns(
         # a snapshot keeps no subject for private events but keeps their key: the key says whether there was one
         _validity(pl.col("start"), pl.col("end"), pl.col("key").is_null()).alias("invalid"),
         pl.when(pl.col("side") == SF).then(pl.col("s2e")).otherwise(pl.col("e2s")).alias("source_ok"),
@@ -823,7 +846,8 @@ def reconcile(
     _check_unique_ids(pl.concat([sy.filter(pl.col("is_new"))["pair_id"], create_work["pair_id"]]), "new pairs")
     work = pl.concat([*work_parts, create_work], how="vertical_relaxed").with_row_index("wid")
     # the wide columns, by position, for the planned writes only
-    work = _shape(work, u, directory, synced, settings, events=ev_all)  # fetches the wide columns it needs
+    work = _shape(work, u, directory, synced, settings, rows=rows)  # fetches the wide columns it needs
+    del rows
 
     # C7: write only what changes the target as it will read back; creates always write.
     needs = work.filter((pl.col("kind") == "create") | pl.col("target_hash").ne_missing(pl.col("t_hash")))
@@ -961,12 +985,12 @@ def reconcile(
 
 
 def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced: pl.DataFrame, settings: Settings,
-           events: pl.DataFrame | None = None) -> pl.DataFrame:
+           rows: "_Rows | None" = None) -> pl.DataFrame:
     """The payload each work row writes (R9/C10, C19, R10-R12) and its projected hash (C7).
 
     ``work`` holds the wide columns of the target (t_subject, t_description, t_invitees) and of the body
-    source (b_subject, b_description, b_invitees, b_organizer), or, with ``events``, their positions t_rid and
-    b_rid in it (then each body mode fetches only what it reads). Rows come back grouped by body mode,
+    source (b_subject, b_description, b_invitees, b_organizer), or, with ``rows``, their event positions t_rid
+    and b_rid (then each body mode fetches only what it reads). Rows come back grouped by body mode,
     without the wide t_/b_ columns.
     """
     if "sf_user_id" not in work.columns:
@@ -977,8 +1001,8 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
     own = work.filter(mode == "own")
     private = work.filter(mode == "private")
     cross = work.filter(~mode.is_in(["own", "private"]).fill_null(True))
-    if events is not None:
-        t_own, t_cross, b_cross = _take(events, b_wide, own["t_rid"], cross["t_rid"], cross["b_rid"])
+    if rows is not None:
+        t_own, t_cross, b_cross = rows.take(b_wide, own["t_rid"], cross["t_rid"], cross["b_rid"])
         own = own.hstack(t_own.select(pl.col(c).alias("t_" + c) for c in t_wide))
         cross = cross.hstack([
             *t_cross.select(pl.col(c).alias("t_" + c) for c in t_wide),
