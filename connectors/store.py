@@ -386,13 +386,16 @@ class Store:
         )
         with self.transaction():
             self._insert("delta_outcomes", stamped, run_id)
-            self.con.execute("DELETE FROM pairs")
-            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+            self._write_pairs(new_pairs)
+
+    def _write_pairs(self, new_pairs: pl.DataFrame) -> None:
+        """Replace the live pairs (inside the caller's transaction)."""
+        self.con.execute("DELETE FROM pairs")
+        self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
 
     def replace_pairs(self, new_pairs: pl.DataFrame) -> None:
         with self.transaction():
-            self.con.execute("DELETE FROM pairs")
-            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+            self._write_pairs(new_pairs)
 
     def legacy_pair_hashes(self) -> pl.Series:
         """The ids of pairs whose stored hashes are version-1 digests (empty once all are translated)."""
@@ -401,8 +404,7 @@ class Store:
     def translate_pair_hashes(self, new_pairs: pl.DataFrame, translated: pl.Series) -> None:
         """Replace the pairs (with translated hashes) and forget the translated ids, in one transaction."""
         with self.transaction():
-            self.con.execute("DELETE FROM pairs")
-            self._insert("pairs", conform(new_pairs, PAIR_SCHEMA))
+            self._write_pairs(new_pairs)
             if translated.len():
                 self.con.register("_done", translated.to_frame("pair_id").to_arrow())
                 try:

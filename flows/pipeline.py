@@ -45,6 +45,10 @@ class Connections:
         """EWS SOAP requests this run: the Exchange connector counts its own (``api_calls``)."""
         return self.exchange.api_calls
 
+    def api_calls(self) -> dict[str, int]:
+        """The calls made so far, as ``Store.finish_run`` takes them."""
+        return {"sf_api_calls": self.sf_calls[0], "ews_api_calls": self.ews_calls}
+
     def close(self) -> None:
         self.exchange.close()
 

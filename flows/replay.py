@@ -111,7 +111,7 @@ def replay(cfg: Config, run_id: str) -> dict:
             outcomes, _ = pipeline.load(store, run_id, conns, org, rest, pairs, snap["users"])
         except Exception as exc:
             store.finish_run(replay_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage="load",
-                             sf_api_calls=conns.sf_calls[0], ews_api_calls=conns.ews_calls)
+                             **conns.api_calls())
             raise
         finally:
             conns.close()
@@ -119,7 +119,7 @@ def replay(cfg: Config, run_id: str) -> dict:
         left = deltas.height - all_outcomes.filter(pl.col("status") == "applied").height
         summary = summarise(pending, pl.concat([existing, outcomes]), store.notes(run_id).head(0))
         store.finish_run(replay_id, "succeeded" if left == 0 else "partial", summary["totals"],
-                         sf_api_calls=conns.sf_calls[0], ews_api_calls=conns.ews_calls)
+                         **conns.api_calls())
         if left == 0:
             store.con.execute("UPDATE runs SET status = 'succeeded', error = NULL WHERE run_id = ?", [run_id])
         summary.update(run_id=replay_id, replay_of=run_id, status="succeeded" if left == 0 else "partial",

@@ -39,7 +39,7 @@ class RecordedRun:
         """The Salesforce HTTP calls and EWS SOAP requests made so far (None before connecting)."""
         if self.conns is None:
             return {"sf_api_calls": None, "ews_api_calls": None}
-        return {"sf_api_calls": self.conns.sf_calls[0], "ews_api_calls": self.conns.ews_calls}
+        return self.conns.api_calls()
 
     def finish(self, deltas: pl.DataFrame, outcomes: pl.DataFrame, **extra) -> dict:
         """Summarise, mark the run succeeded (or partial when a delta failed), return the summary."""

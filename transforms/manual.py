@@ -19,7 +19,7 @@ from datetime import date
 import polars as pl
 
 from transforms.normalise import normalise
-from transforms.reconcile import ReconcileResult, Settings, _group_designation, prepare_users, reconcile
+from transforms.reconcile import EM, SF, ReconcileResult, Settings, _group_designation, prepare_users, reconcile
 from transforms.schema import (
     DELTA_SCHEMA,
     EVENT_SCHEMA,
@@ -32,7 +32,6 @@ from transforms.schema import (
     empty,
 )
 
-SF, EM = "salesforce", "email"
 ONE_WAY = {SF: "salesforce_to_email", EM: "email_to_salesforce"}
 REASON_PREFIX = "manual:"
 

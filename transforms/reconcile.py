@@ -466,7 +466,7 @@ def reconcile(
         ).alias("_synced"),
     )
     del mb_uid
-    # the narrow events, addressed by position (rid); the wide columns are fetched by _take when needed
+    # the narrow events, addressed by position (rid); the wide columns are fetched by _Rows when needed
     nw = ev_all.select(_NARROW).hstack([win["in_window"], uid])
     is_synced = win["_synced"]
     all_synced = bool(is_synced.all())
