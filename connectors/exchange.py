@@ -12,13 +12,13 @@ ChangeKey       the item's change token; it is the ``version`` of an email event
 internal        an attendee with a mailbox in the same Exchange organisation: a meeting sent to them
                 lands on their calendar. Everyone else is external (Contacts, Leads, customers).
 
-Reading (``extract``)
+Reading (``read``, ``confirm``)
     One row of ``EVENT_SCHEMA`` per item overlapping the window (C1, checked again on the canonical
-    values) plus the ``confirm_ids`` fetched by id. All-day items become midnight UTC of their dates
-    in the item's own start time zone (for items the mailbox made, the mailbox's zone) with an
-    exclusive end. An item that cannot be shaped is left out and reported in ``last_problems``
-    (``(user_key, item_id, reason)``): such ids are *not* deletions and the caller must not treat
-    them as gone.
+    values); ``confirm`` fetches paired items by id wherever they are in time. All-day items become
+    midnight UTC of their dates in the item's own start time zone (for items the mailbox made, the
+    mailbox's zone) with an exclusive end. An item that cannot be shaped is left out and reported in the
+    read's ``problems`` (``(user_key, item_id, reason)``): such ids are *not* deletions and the caller
+    must not treat them as gone.
 
 Writing (``apply``)
     One ``OUTCOME_SCHEMA`` row per delta, always, in the order given. Per mailbox: deletes, updates,
@@ -92,6 +92,7 @@ from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
 
 from connectors.errors import FatalError, RetriableError
+from connectors.mailbox import MailboxRead
 from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform
 from connectors import exchange_fastparse
 
@@ -625,11 +626,14 @@ class _Pending:
 
 
 class ExchangeConnector:
-    """Reads mailbox calendars into ``EVENT_SCHEMA`` frames and writes ``DELTA_SCHEMA`` rows back.
+    """The ``ews`` mailbox connector (``connectors.mailbox.MailboxConnector``): reads mailbox calendars into
+    ``EVENT_SCHEMA`` frames and writes ``DELTA_SCHEMA`` rows back.
 
     ``time_zones`` maps a mailbox to its IANA time zone (default ``default_time_zone``); it decides the
     dates of all-day events written there and the zone new meetings carry.
     """
+
+    kind = "ews"
 
     def __init__(
         self,
@@ -729,6 +733,39 @@ class ExchangeConnector:
 
     # ---------------------------------------------------------------- extract
 
+    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
+        """The mailbox's calendar view over the window (C1 overlap, checked on the canonical values).
+        Items that cannot be read are left out and listed in ``problems``."""
+
+        def rows() -> list[dict]:
+            account = self.account(mailbox)
+            # A day of slack either side: all-day items are judged on their dates (C1), not on the instants
+            # the view compares, and the overlap is checked again on the canonical values.
+            ids = self._view_ids(account, window_start - dt.timedelta(days=1), window_end + dt.timedelta(days=1),
+                                 user_key)
+            shaped = (self._shape(item, user_key, mailbox) for item in self._fetch(account, list(ids.items())))
+            return [r for r in shaped if r is not None and overlaps(r, window_start, window_end)]
+
+        return self._guarded(mailbox, rows)
+
+    def confirm(self, user_key: str, mailbox: str, item_ids: Sequence[str]) -> MailboxRead:
+        """The items among ``item_ids`` still in the mailbox's calendar, wherever they are in time. Not found,
+        or moved out of the calendar (Deleted Items), is gone: no row."""
+        ids = list(dict.fromkeys(item_ids))
+        return self._guarded(mailbox, lambda: self._confirm(self.account(mailbox), user_key, mailbox, ids) if ids else [])
+
+    def _guarded(self, mailbox: str, rows: Callable[[], list[dict]]) -> MailboxRead:
+        """Run a read, turning a whole-request failure into calsync's errors; problems come back with the rows."""
+        self.last_problems = []
+        try:
+            found = rows()
+        except (FatalError, RetriableError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            self._raise_fatal_or_retriable(exc, mailbox)
+            raise
+        return MailboxRead(rows_to_frame(found), list(self.last_problems))
+
     def extract(
         self,
         mailboxes: Mapping[str, str],
@@ -736,48 +773,19 @@ class ExchangeConnector:
         window_end: dt.datetime,
         confirm_ids: Mapping[str, list[str]] | None = None,
     ) -> pl.DataFrame:
-        """Events of every mailbox in the window (C1 overlap), plus the ``confirm_ids`` still present.
-
-        ``mailboxes`` maps user_key -> mailbox address; ``confirm_ids`` maps user_key -> item ids of
-        paired events to look up by id when the view did not return them (gone = left out).
-        Items that cannot be read are skipped and listed in ``self.last_problems``.
-        """
-        self.last_problems = []
-        rows: list[dict] = []
+        """``read`` of every mailbox plus ``confirm`` of the ``confirm_ids`` the view did not return, as one
+        frame (``mailboxes``: user_key -> address; ``confirm_ids``: user_key -> item ids). The problems of
+        all of them are in ``self.last_problems``."""
+        frames: list[pl.DataFrame] = []
+        problems: list[tuple[str, str | None, str]] = []
         for user_key, mailbox in mailboxes.items():
-            try:
-                rows.extend(
-                    self._extract_mailbox(user_key, mailbox, window_start, window_end, (confirm_ids or {}).get(user_key, []))
-                )
-            except (FatalError, RetriableError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified below
-                self._raise_fatal_or_retriable(exc, mailbox)
-                raise
-        return rows_to_frame(rows)
-
-    def _extract_mailbox(
-        self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime, confirm: list[str]
-    ) -> list[dict]:
-        account = self.account(mailbox)
-        # A day of slack either side: all-day items are judged on their dates (C1), not on the instants
-        # the view compares, and the overlap is checked again on the canonical values.
-        view_start = window_start - dt.timedelta(days=1)
-        view_end = window_end + dt.timedelta(days=1)
-        ids = self._view_ids(account, view_start, view_end, user_key)
-        rows: list[dict] = []
-        seen: set[str] = set()
-        for item in self._fetch(account, list(ids.items())):
-            row = self._shape(item, user_key, mailbox)
-            if row is None:
-                continue
-            seen.add(row["native_id"])
-            if overlaps(row, window_start, window_end):
-                rows.append(row)
-        missing = [i for i in dict.fromkeys(confirm) if i not in seen]
-        if missing:
-            rows.extend(self._confirm(account, user_key, mailbox, missing))
-        return rows
+            got = self.read(user_key, mailbox, window_start, window_end)
+            seen = set(got.events["native_id"].to_list())
+            more = self.confirm(user_key, mailbox, [i for i in (confirm_ids or {}).get(user_key, []) if i not in seen])
+            frames += [got.events, more.events]
+            problems += got.problems + more.problems
+        self.last_problems = problems
+        return pl.concat(frames) if frames else rows_to_frame([])
 
     def _view_ids(self, account: Account, start: dt.datetime, end: dt.datetime, who: str = "") -> dict[str, str]:
         """Item id -> ChangeKey of everything the calendar view returns, page by page.

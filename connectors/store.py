@@ -39,7 +39,7 @@ from transforms.schema import (
     empty,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 2 keeps the digests (event key and content hash, pair and delta hashes) as UBIGINT, not as their
 # decimal strings, and computes them differently (transforms.digest). The stored pair hashes of a version-1
@@ -102,7 +102,8 @@ _TABLES: dict[str, str] = {
         counts JSON,
         settings JSON,                    -- what the reconcile was given besides the snapshot
         sf_api_calls BIGINT,
-        ews_api_calls BIGINT
+        ews_api_calls BIGINT,
+        graph_api_calls BIGINT
     """,
     "event_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_SNAPSHOT_EVENT),
     "invitee_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_INVITEE_ROW),
@@ -115,6 +116,9 @@ _TABLES: dict[str, str] = {
     "notes": "run_id VARCHAR NOT NULL, " + _columns(NOTE_SCHEMA),
     # pairs whose stored hashes are version-1 digests, until a sync translates them
     "legacy_pair_hashes": "pair_id VARCHAR PRIMARY KEY",
+    # the kind (ews, graph) each mailbox was reached through when its pairs were last written: item ids
+    # belong to one protocol, so a mailbox that moved to the other kind starts afresh (C17)
+    "mailbox_kinds": "mailbox VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, since_run VARCHAR",
 }
 
 
@@ -165,7 +169,7 @@ class Store:
                 for name, cols in _TABLES.items():
                     self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
                 self.con.execute(f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION})")
-            elif current < 2:
+            if 1 <= current < 2:
                 # decimal strings -> UBIGINT (exact); the pairs' hashes are old digests until translated
                 for table, cols in _DIGEST_COLUMNS.items():
                     for col in cols:
@@ -173,7 +177,14 @@ class Store:
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS legacy_pair_hashes ({_TABLES['legacy_pair_hashes']})")
                 self.con.execute("INSERT INTO legacy_pair_hashes SELECT pair_id FROM pairs")
                 self.con.execute("INSERT INTO schema_version VALUES (2)")
-            # Future migrations: `if current < 3: ...` then insert 3.
+            if 1 <= current < 3:
+                # Microsoft Graph mailboxes: their own call count; every mailbox so far was reached through EWS
+                self.con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS graph_api_calls BIGINT")
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS mailbox_kinds ({_TABLES['mailbox_kinds']})")
+                self.con.execute("INSERT INTO mailbox_kinds SELECT DISTINCT mailbox, 'ews', NULL FROM pairs"
+                                 " WHERE mailbox IS NOT NULL ON CONFLICT DO NOTHING")
+                self.con.execute("INSERT INTO schema_version VALUES (3)")
+            # Future migrations: `if 1 <= current < 4: ...` then insert 4.
         from connectors.store_views import create_views  # views live beside the store
 
         create_views(self.con)
@@ -238,11 +249,12 @@ class Store:
         failed_stage: str | None = None,
         sf_api_calls: int | None = None,
         ews_api_calls: int | None = None,
+        graph_api_calls: int | None = None,
     ) -> None:
         with self.transaction():
             self.con.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, counts = ?, error = ?, failed_stage = ?,"
-                " sf_api_calls = ?, ews_api_calls = ? WHERE run_id = ?",
+                " sf_api_calls = ?, ews_api_calls = ?, graph_api_calls = ? WHERE run_id = ?",
                 [
                     status,
                     datetime.now(timezone.utc),
@@ -251,6 +263,7 @@ class Store:
                     failed_stage,
                     sf_api_calls,
                     ews_api_calls,
+                    graph_api_calls,
                     run_id,
                 ],
             )
@@ -396,6 +409,22 @@ class Store:
     def replace_pairs(self, new_pairs: pl.DataFrame) -> None:
         with self.transaction():
             self._write_pairs(new_pairs)
+
+    def mailbox_kinds(self) -> dict[str, str]:
+        """mailbox address -> the kind its pairs' item ids belong to."""
+        return dict(self.con.execute("SELECT mailbox, kind FROM mailbox_kinds").fetchall())
+
+    def set_mailbox_kinds(self, kinds: dict[str, str], run_id: str) -> None:
+        """Record the kind each of these mailboxes is now reached through (kept when unchanged)."""
+        if not kinds:
+            return
+        with self.transaction():
+            for mailbox, kind in kinds.items():
+                self.con.execute(
+                    "INSERT INTO mailbox_kinds VALUES (?, ?, ?) ON CONFLICT (mailbox) DO UPDATE SET"
+                    " kind = excluded.kind, since_run = excluded.since_run WHERE mailbox_kinds.kind <> excluded.kind",
+                    [mailbox, kind, run_id],
+                )
 
     def legacy_pair_hashes(self) -> pl.Series:
         """The ids of pairs whose stored hashes are version-1 digests (empty once all are translated)."""

@@ -8,7 +8,7 @@ VIEWS: dict[str, str] = {
     # One row per run with its headline counts.
     "v_runs": """
         SELECT r.run_id, r.mode, r.status, r.started_at, r.finished_at, r.today, r.replay_of,
-               r.failed_stage, r.error, r.sf_api_calls, r.ews_api_calls,
+               r.failed_stage, r.error, r.sf_api_calls, r.ews_api_calls, r.graph_api_calls,
                (SELECT count(*) FROM deltas d WHERE d.run_id = r.run_id) AS deltas,
                (SELECT count(*) FROM delta_outcomes o WHERE o.run_id = r.run_id AND o.status = 'applied') AS applied,
                (SELECT count(*) FROM delta_outcomes o WHERE o.run_id = r.run_id AND o.status = 'failed') AS failed,
@@ -86,10 +86,10 @@ VIEWS: dict[str, str] = {
         SELECT user_key, kind, reason, count(*) AS n, count(DISTINCT run_id) AS runs
         FROM v_problems GROUP BY ALL ORDER BY n DESC
     """,
-    # Salesforce API calls and EWS requests spent per run, with the deltas they carried
-    # (calls_per_applied_delta counts the Salesforce calls).
+    # Salesforce API calls, EWS requests and Microsoft Graph requests spent per run, with the deltas they
+    # carried (calls_per_applied_delta counts the Salesforce calls).
     "v_api_calls": """
-        SELECT run_id, mode, started_at, sf_api_calls, ews_api_calls, deltas, applied,
+        SELECT run_id, mode, started_at, sf_api_calls, ews_api_calls, graph_api_calls, deltas, applied,
                round(sf_api_calls / greatest(applied, 1), 2) AS calls_per_applied_delta
         FROM v_runs ORDER BY started_at DESC
     """,

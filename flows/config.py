@@ -17,15 +17,23 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     session_id_env = "CALSYNC_SF_SESSION_ID"   # session
     ca_file = "..."                     # optional: a CA bundle to trust (the sandbox's own certificate)
 
-    [exchange]
+    [exchange]                          # Exchange Server on premises (EWS); omit if no mailbox is there
     endpoint = "https://mail.acme.com/EWS/Exchange.asmx"
     username = "svc-calsync@acme.com"   # a service account with ApplicationImpersonation
     password_env = "CALSYNC_EWS_PASSWORD"
     auth_type = "ntlm"                  # ntlm | basic
 
+    [graph]                             # Exchange Online / Microsoft 365 (Microsoft Graph); omit if none
+    tenant_id = "acme.onmicrosoft.com"  # the directory (tenant) id or a verified domain
+    client_id = "11111111-2222-3333-4444-555555555555"   # the app registration
+    certificate_file = "/etc/calsync/graph.pem"   # PEM, private key + certificate (or _env / _block)
+    # client_secret_env = "CALSYNC_GRAPH_SECRET"  # instead of a certificate
+    internal_domains = ["acme.com"]     # optional: the tenant's domains (default: the users' domains)
+
     [sync]
     mass_delete_share = 0.5
     mass_delete_min = 4
+    mailbox_kind = "graph"              # ews | graph: the default for users who do not say
 
     [[users]]
     email = "alice@acme.com"
@@ -36,10 +44,12 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     enabled = true
     send_external_invites = false
     time_zone = "Europe/Berlin"         # the mailbox's zone (all-day events are dates there)
+    mailbox_kind = "graph"              # ews | graph (default: [sync] mailbox_kind, or the one configured)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -53,6 +63,12 @@ DIRECTIONS = ("both", "salesforce_to_email", "email_to_salesforce")
 FILTERS = ("updates_only", "all", "with_invitee", "with_contact_or_lead")
 SF_AUTHS = ("jwt", "client_credentials", "session")
 EWS_AUTHS = ("ntlm", "basic")
+MAILBOX_KINDS = ("ews", "graph")
+GRAPH_KEYS = {
+    "tenant_id", "client_id", "certificate_env", "certificate_block", "certificate_file", "client_secret_env",
+    "client_secret_block", "client_secret_file", "authority_host", "graph_url", "ca_file", "max_retry_wait_s",
+    "internal_domains",
+}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -102,6 +118,21 @@ class ExchangeSettings:
 
 
 @dataclass(frozen=True)
+class GraphSettings:
+    """An app registration in the tenant: client credentials by certificate (preferred) or secret."""
+
+    tenant_id: str
+    client_id: str
+    certificate: Secret | None = None  # PEM holding the private key and the certificate
+    client_secret: Secret | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    ca_file: Path | None = None
+    max_retry_wait_s: float = 60.0
+    internal_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class UserSettings:
     email: str
     direction: str = "both"
@@ -112,6 +143,7 @@ class UserSettings:
     send_external_invites: bool = False
     allow_mass_delete: bool = False
     time_zone: str = "UTC"
+    mailbox_kind: str = "ews"
 
 
 @dataclass(frozen=True)
@@ -119,16 +151,18 @@ class SyncSettings:
     mass_delete_share: float = 0.5
     mass_delete_min: int = 4
     batch_size: int = 200
+    mailbox_kind: str | None = None  # the default for users who do not say
 
 
 @dataclass(frozen=True)
 class Config:
     store_path: Path
     salesforce: SalesforceSettings
-    exchange: ExchangeSettings
+    exchange: ExchangeSettings | None
     sync: SyncSettings
     users: tuple[UserSettings, ...] = field(default_factory=tuple)
     source: Path | None = None
+    graph: GraphSettings | None = None
 
     @property
     def enabled_users(self) -> tuple[UserSettings, ...]:
@@ -203,17 +237,32 @@ def _bool(section: dict, key: str, where: str, default: bool) -> bool:
     return value
 
 
+def _ca_file(section: dict, where: str, base: Path) -> Path | None:
+    """An optional CA bundle to trust (relative paths are relative to the config file's folder)."""
+    ca = section.get("ca_file")
+    if ca is None:
+        return None
+    if not isinstance(ca, str) or not ca:
+        raise ConfigError(f"[{where}] ca_file: expected the path of a CA bundle, got {ca!r}")
+    path = (base / ca).resolve() if not Path(ca).is_absolute() else Path(ca)
+    if not path.is_file():
+        raise ConfigError(f"[{where}] ca_file: no file at {path}")
+    return path
+
+
+def _seconds(section: dict, key: str, where: str, default: float) -> float:
+    wait = section.get(key, default)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 3600:
+        raise ConfigError(f"[{where}] {key}: expected seconds from 0 to 3600, got {wait!r}")
+    return float(wait)
+
+
 def _salesforce(raw: Any, env: dict[str, str], base: Path) -> SalesforceSettings:
     if not isinstance(raw, dict):
         raise ConfigError("[salesforce]: missing section; it says how to reach the Salesforce org")
     where = "salesforce"
     auth = _choice(raw, "auth", where, SF_AUTHS, "jwt")
-    ca = raw.get("ca_file")
-    ca_path = None
-    if ca is not None:
-        ca_path = (base / ca).resolve() if not Path(ca).is_absolute() else Path(ca)
-        if not ca_path.is_file():
-            raise ConfigError(f"[salesforce] ca_file: no file at {ca_path}")
+    ca_path = _ca_file(raw, where, base)
     version = str(raw.get("api_version", "59.0"))
     if not re.fullmatch(r"\d{2}\.0", version) or float(version) < 59:
         raise ConfigError(f"[salesforce] api_version: expected 59.0 or later, got {version!r}")
@@ -258,15 +307,57 @@ def _exchange(raw: Any, env: dict[str, str]) -> ExchangeSettings:
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"[exchange] endpoint: expected an http(s):// URL of EWS, got {endpoint!r}")
     username = _str(raw, "username", where)
-    wait = raw.get("max_retry_wait_s", 60)
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 3600:
-        raise ConfigError(f"[exchange] max_retry_wait_s: expected seconds from 0 to 3600, got {wait!r}")
     return ExchangeSettings(
         endpoint=endpoint,
         username=username,
         password=_secret(raw, "password", where, env, True),
         auth_type=_choice(raw, "auth_type", where, EWS_AUTHS, "ntlm"),
-        max_retry_wait_s=float(wait),
+        max_retry_wait_s=_seconds(raw, "max_retry_wait_s", where, 60),
+    )
+
+
+def _https_url(section: dict, key: str, where: str, default: str) -> str:
+    url = _str(section, key, where, default=default)
+    if not url.startswith("https://"):
+        raise ConfigError(f"[{where}] {key}: expected an https:// URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def _graph(raw: Any, env: dict[str, str], base: Path) -> GraphSettings:
+    where = "graph"
+    if not isinstance(raw, dict):
+        raise ConfigError("[graph]: expected a table (tenant_id, client_id, a certificate or client secret)")
+    unknown = sorted(set(raw) - GRAPH_KEYS)
+    if unknown:
+        raise ConfigError(f"[graph] {unknown[0]}: unknown key; expected one of {', '.join(sorted(GRAPH_KEYS))}")
+    certificate = _secret(raw, "certificate", where, env, False)
+    secret = _secret(raw, "client_secret", where, env, False)
+    if certificate is None and secret is None:
+        raise ConfigError(
+            "[graph] certificate: missing; set certificate_file (a PEM with the app's private key and"
+            " certificate; or certificate_env / certificate_block), or client_secret_env for a client secret"
+        )
+    if certificate is not None and secret is not None:
+        raise ConfigError("[graph] certificate: give a certificate or a client secret, not both")
+    if certificate is not None and ("PRIVATE KEY-----" not in certificate.get()
+                                    or "CERTIFICATE-----" not in certificate.get()):
+        raise ConfigError(
+            f"[graph] certificate: {certificate.source} must hold a PEM private key and the PEM certificate"
+            " registered with the app (concatenate the two)"
+        )
+    domains = raw.get("internal_domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and "." in d for d in domains):
+        raise ConfigError(f"[graph] internal_domains: expected a list of domains like [\"acme.com\"], got {domains!r}")
+    return GraphSettings(
+        tenant_id=_str(raw, "tenant_id", where),
+        client_id=_str(raw, "client_id", where),
+        certificate=certificate,
+        client_secret=secret,
+        authority_host=_https_url(raw, "authority_host", where, "https://login.microsoftonline.com"),
+        graph_url=_https_url(raw, "graph_url", where, "https://graph.microsoft.com/v1.0"),
+        ca_file=_ca_file(raw, where, base),
+        max_retry_wait_s=_seconds(raw, "max_retry_wait_s", where, 60),
+        internal_domains=tuple(d.strip().lower().lstrip("@") for d in domains),
     )
 
 
@@ -283,10 +374,13 @@ def _sync(raw: Any) -> SyncSettings:
     batch = raw.get("batch_size", 200)
     if not isinstance(batch, int) or not 1 <= batch <= 200:
         raise ConfigError(f"[sync] batch_size: expected a whole number from 1 to 200, got {batch!r}")
-    return SyncSettings(float(share), minimum, batch)
+    kind = raw.get("mailbox_kind")
+    if kind is not None and kind not in MAILBOX_KINDS:
+        raise ConfigError(f"[sync] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
+    return SyncSettings(float(share), minimum, batch, kind)
 
 
-def _users(raw: Any) -> tuple[UserSettings, ...]:
+def _users(raw: Any, default_kind: str | None, configured: tuple[str, ...]) -> tuple[UserSettings, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError("[[users]]: expected at least one synced user")
     users: list[UserSettings] = []
@@ -297,7 +391,7 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
             raise ConfigError(f"[{where}]: expected a table")
         unknown = set(entry) - {
             "email", "direction", "filter", "start_date", "mailbox", "enabled",
-            "send_external_invites", "allow_mass_delete", "time_zone",
+            "send_external_invites", "allow_mass_delete", "time_zone", "mailbox_kind",
         }
         if unknown:
             raise ConfigError(f"[{where}] {sorted(unknown)[0]}: unknown key")
@@ -318,6 +412,19 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
                 f"[{where}] time_zone: expected an IANA time zone like Europe/Berlin (the mailbox's own"
                 f" zone, used to write all-day events), got {zone!r}"
             ) from None
+        kind = entry.get("mailbox_kind", default_kind)
+        if kind is None:
+            raise ConfigError(
+                f"[{where}] mailbox_kind: missing; with both [exchange] and [graph] configured, say for each"
+                " user (or once in [sync] mailbox_kind) whether the mailbox is on ews or graph"
+            )
+        if kind not in MAILBOX_KINDS:
+            raise ConfigError(f"[{where}] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
+        if kind not in configured:
+            section = "exchange" if kind == "ews" else "graph"
+            raise ConfigError(
+                f"[{where}] mailbox_kind: {kind} needs a [{section}] section saying how to reach those mailboxes"
+            )
         start = entry.get("start_date")
         if start is not None and not isinstance(start, date):
             raise ConfigError(f"[{where}] start_date: expected a TOML date like 2026-01-01, got {start!r}")
@@ -332,6 +439,7 @@ def _users(raw: Any) -> tuple[UserSettings, ...]:
                 send_external_invites=_bool(entry, "send_external_invites", where, False),
                 allow_mass_delete=_bool(entry, "allow_mass_delete", where, False),
                 time_zone=zone,
+                mailbox_kind=kind,
             )
         )
     return tuple(users)
@@ -341,7 +449,7 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
     """Validate a parsed TOML document. ``env`` defaults to the process environment."""
     env = dict(os.environ) if env is None else env
     base = base or Path.cwd()
-    known = {"store", "salesforce", "exchange", "sync", "users"}
+    known = {"store", "salesforce", "exchange", "graph", "sync", "users"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section; expected {', '.join(sorted(known))}")
@@ -349,12 +457,24 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
     path = Path(store.get("path", "data/calsync.duckdb"))
     if not path.is_absolute():
         path = base / path
+    if "exchange" not in raw and "graph" not in raw:
+        raise ConfigError(
+            "[exchange] / [graph]: missing; calsync needs at least one mailbox service: [exchange] for Exchange"
+            " Server on premises (EWS), [graph] for Exchange Online / Microsoft 365 (Microsoft Graph)"
+        )
+    salesforce = _salesforce(raw.get("salesforce"), env, base)
+    exchange = _exchange(raw["exchange"], env) if "exchange" in raw else None
+    graph = _graph(raw["graph"], env, base) if "graph" in raw else None
+    sync = _sync(raw.get("sync"))
+    configured = tuple(k for k, s in (("ews", exchange), ("graph", graph)) if s is not None)
+    default_kind = sync.mailbox_kind or (configured[0] if len(configured) == 1 else None)
     return Config(
         store_path=path,
-        salesforce=_salesforce(raw.get("salesforce"), env, base),
-        exchange=_exchange(raw.get("exchange"), env),
-        sync=_sync(raw.get("sync")),
-        users=_users(raw.get("users")),
+        salesforce=salesforce,
+        exchange=exchange,
+        sync=sync,
+        users=_users(raw.get("users"), default_kind, configured),
+        graph=graph,
     )
 
 
@@ -368,4 +488,4 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     cfg = parse_config(raw, env, base=path.parent.resolve())
-    return Config(cfg.store_path, cfg.salesforce, cfg.exchange, cfg.sync, cfg.users, path)
+    return dataclasses.replace(cfg, source=path)

@@ -13,7 +13,7 @@ def history_frames(store: Store, run_id: str | None = None, limit: int = 20) -> 
     if run_id is None:
         return {"runs": store._frame(
             "SELECT run_id, mode, status, started_at, finished_at, deltas, applied, failed, conflicts,"
-            f" duplicates, sf_api_calls, ews_api_calls, error FROM v_runs ORDER BY started_at DESC LIMIT {int(limit)}")}
+            f" duplicates, sf_api_calls, ews_api_calls, graph_api_calls, error FROM v_runs ORDER BY started_at DESC LIMIT {int(limit)}")}
     return {
         "run": store._frame("SELECT * FROM v_runs WHERE run_id = ?", [run_id]),
         "changes": store._frame(

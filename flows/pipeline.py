@@ -15,6 +15,7 @@ import requests
 
 from connectors.errors import CalsyncError, FatalError
 from connectors.exchange import ExchangeConnector
+from connectors.mailbox import MailboxConnector, Mailboxes
 from connectors.salesforce import OrgInfo, SalesforceConnector
 from connectors.store import Store
 from flows.config import Config
@@ -37,24 +38,20 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class Connections:
     salesforce: SalesforceConnector
-    exchange: ExchangeConnector
+    mail: Mailboxes  # every user's mailbox, through the connector of its kind
     sf_calls: list[int] = field(default_factory=lambda: [0])  # Salesforce HTTP calls this run
 
-    @property
-    def ews_calls(self) -> int:
-        """EWS SOAP requests this run: the Exchange connector counts its own (``api_calls``)."""
-        return self.exchange.api_calls
-
-    def api_calls(self) -> dict[str, int]:
-        """The calls made so far, as ``Store.finish_run`` takes them."""
-        return {"sf_api_calls": self.sf_calls[0], "ews_api_calls": self.ews_calls}
+    def api_calls(self) -> dict[str, int | None]:
+        """The calls made so far, as ``Store.finish_run`` takes them (None: that service was not used)."""
+        by_kind = self.mail.api_calls_by_kind()
+        return {"sf_api_calls": self.sf_calls[0], "ews_api_calls": by_kind.get("ews"),
+                "graph_api_calls": by_kind.get("graph")}
 
     def close(self) -> None:
-        self.exchange.close()
+        self.mail.close()
 
 
-def connect(cfg: Config) -> Connections:
-    """Open both connectors from a validated config."""
+def _salesforce(cfg: Config) -> tuple[SalesforceConnector, list[int]]:
     s = cfg.salesforce
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE must not override the CA we were told to trust
@@ -80,11 +77,47 @@ def connect(cfg: Config) -> Connections:
             session=session, version=s.api_version,
         )
     sf.batch_size = cfg.sync.batch_size
-    e = cfg.exchange
-    ex = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
-                           time_zones={u.mailbox: u.time_zone for u in cfg.users},
-                           batch_size=min(cfg.sync.batch_size, 100), max_wait_s=e.max_retry_wait_s)
-    return Connections(sf, ex, calls)
+    return sf, calls
+
+
+def mailbox_connectors(cfg: Config) -> dict[str, MailboxConnector]:
+    """One connector per mailbox kind the enabled users need."""
+    kinds = {u.mailbox_kind for u in cfg.enabled_users}
+    zones = {u.mailbox: u.time_zone for u in cfg.users}
+    out: dict[str, MailboxConnector] = {}
+    if "ews" in kinds:
+        e = cfg.exchange
+        out["ews"] = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
+                                       time_zones=zones, batch_size=min(cfg.sync.batch_size, 100),
+                                       max_wait_s=e.max_retry_wait_s)
+    if "graph" in kinds:
+        from connectors.graph import GraphConnector  # noqa: PLC0415 - msal only where Graph is used
+
+        g = cfg.graph
+        domains = g.internal_domains or tuple(sorted(
+            {u.mailbox.split("@", 1)[1] for u in cfg.users if u.mailbox_kind == "graph"}))
+        out["graph"] = GraphConnector(
+            g.tenant_id, g.client_id,
+            certificate_pem=g.certificate.get() if g.certificate else None,
+            client_secret=g.client_secret.get() if g.client_secret else None,
+            authority_host=g.authority_host, graph_url=g.graph_url,
+            ca_file=str(g.ca_file) if g.ca_file else None, time_zones=zones,
+            internal_domains=domains, max_wait_s=g.max_retry_wait_s,
+        )
+    return out
+
+
+def connect(cfg: Config) -> Connections:
+    """Open the Salesforce connector and one mailbox connector per kind from a validated config."""
+    sf, calls = _salesforce(cfg)
+    connectors = mailbox_connectors(cfg)
+    try:
+        mail = Mailboxes(connectors, {u.mailbox: u.mailbox_kind for u in cfg.enabled_users})
+    except Exception:
+        for c in connectors.values():
+            c.close()
+        raise
+    return Connections(sf, mail, calls)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -147,7 +180,7 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
     users, user_notes = users_frame(cfg, conns)
     notes.extend(user_notes)
     keys = users["user_key"].to_list()
-    pairs = store.pairs()
+    pairs = live_pairs(store, conns)
     # R15/C17: pairs with another mailbox are never read from (the reconcile drops them).
     mine = pairs.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
 
@@ -163,7 +196,7 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
     email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.exchange, users, mine, w_start, w_end, progress)
+        conns.mail, users, mine, w_start, w_end, progress)
     notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
@@ -183,35 +216,73 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
                      pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
 
 
-def _extract_mailboxes(exchange: ExchangeConnector, users: pl.DataFrame, pairs: pl.DataFrame,
+def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: datetime, w_end: datetime,
+                 confirm: list[str]) -> tuple[pl.DataFrame, list[dict], set[str]]:
+    """One mailbox's view over the window, plus the paired ``confirm`` ids the view did not return, looked up
+    by id (found: still there, outside the window; not found: gone). Returns (events, notes, unreadable ids)."""
+    got = mail.read(user_key, mailbox, w_start, w_end)
+    seen = set(got.events["native_id"].to_list())
+    more = mail.confirm(user_key, mailbox, [i for i in dict.fromkeys(confirm) if i not in seen])
+    notes, unreadable = [], set()
+    for problem_user, native_id, reason in got.problems + more.problems:
+        if native_id:
+            unreadable.add(native_id)
+        notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
+    return pl.concat([conform(got.events, EVENT_SCHEMA), conform(more.events, EVENT_SCHEMA)]), notes, unreadable
+
+
+def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
                        w_start: datetime, w_end: datetime, progress: Progress | None = None,
                        ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
-    """Read each mailbox on its own, so one mailbox's trouble (impersonation refused, no such
-    mailbox) leaves the other users syncing. Returns (events, notes, failed users, unreadable ids)."""
+    """Read each mailbox on its own, so one mailbox's trouble (access refused, no such mailbox) leaves the
+    other users syncing. Returns (events, notes, failed users, unreadable ids)."""
     frames, notes, failed, unreadable = [], [], set(), set()
     first_error: FatalError | None = None
+    confirm_of = dict(pairs.select("user_key", "email_id").drop_nulls().group_by("user_key").agg("email_id")
+                      .iter_rows()) if pairs.height else {}
     for i, (user_key, mailbox) in enumerate(users.select("user_key", "mailbox").iter_rows()):
         if progress:
             progress("read mailboxes", i, users.height)
-        confirm = pairs.filter(pl.col("user_key") == user_key)["email_id"].drop_nulls().to_list()
         try:
-            frames.append(exchange.extract({user_key: mailbox}, w_start, w_end, confirm_ids={user_key: confirm}))
+            events, user_notes, user_unreadable = read_mailbox(
+                mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []))
         except FatalError as exc:
             first_error = first_error or exc
             failed.add(user_key)
             notes.append(_note(user_key, "refused", "mailbox_unreadable",
                                f"could not read mailbox {mailbox}: {exc}; this user is not synced this run"))
             continue
-        for problem_user, native_id, reason in exchange.last_problems or []:
-            if native_id:
-                unreadable.add(native_id)
-            notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
+        frames.append(events)
+        notes.extend(user_notes)
+        unreadable |= user_unreadable
     if progress:
         progress("read mailboxes", users.height, users.height)
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
-    events = pl.concat([conform(f, EVENT_SCHEMA) for f in frames]) if frames else empty(EVENT_SCHEMA)
+    events = pl.concat(frames) if frames else empty(EVENT_SCHEMA)
     return events, notes, failed, unreadable
+
+
+def live_pairs(store: Store, conns: Connections) -> pl.DataFrame:
+    """The stored pairs as this run must see them: a mailbox now reached through another kind than its
+    pairs were made with (moved from Exchange Server to Exchange Online, say) has item ids of the other
+    protocol, so its pairs are handed on as pairs of another mailbox, which the reconcile drops without
+    touching it (C17, reason mailbox_changed); the events then pair again by key."""
+    pairs = store.pairs()
+    before = store.mailbox_kinds()
+    moved = {m: k for m, k in before.items() if conns.mail.kind_of(m) not in (None, k)}
+    if not moved or not pairs.height:
+        return pairs
+    old_kind = pl.col("mailbox").replace_strict(moved, default=None, return_dtype=pl.String)
+    return pairs.with_columns(
+        pl.when(old_kind.is_not_null()).then(pl.format("{} (through {})", pl.col("mailbox"), old_kind))
+        .otherwise(pl.col("mailbox")).alias("mailbox"))
+
+
+def record_mailbox_kinds(store: Store, conns: Connections, users: pl.DataFrame, run_id: str) -> None:
+    """Remember the kind each synced mailbox was reached through (see ``live_pairs``)."""
+    kinds = {m: conns.mail.kind_of(m) for m in users["mailbox"].to_list()}
+    store.set_mailbox_kinds({m: k for m, k in kinds.items() if k}, run_id)
 
 
 def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
@@ -285,7 +356,7 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
 
     def _em(d: pl.DataFrame) -> pl.DataFrame:
         cb = (lambda done, total: progress("write email", done, total)) if progress else None
-        return conns.exchange.apply(d, internal=internal, send_external=opted_in, progress=cb)
+        return conns.mail.apply(d, internal=internal, send_external=opted_in, progress=cb)
 
     if sf_deltas.height:
         steps.append(("salesforce", sf_deltas, _sf))

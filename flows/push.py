@@ -49,14 +49,14 @@ def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native
         lo, hi = row["start"] - _SLACK, row["end"] + _SLACK
         # every synced user's Salesforce events around it: the group (C15) and nothing more
         sf = conform(conns.salesforce.extract(owners, lo, hi), EVENT_SCHEMA)
-        em = conform(conns.exchange.extract({user_key: mailboxes[user_key]}, row["start"], row["end"]), EVENT_SCHEMA)
+        em = conform(conns.mail.read(user_key, mailboxes[user_key], row["start"], row["end"]).events, EVENT_SCHEMA)
     else:
         user_key = (user or "").strip().lower()
         if user_key not in mailboxes:
             raise ValueError(f"--user {user!r} is not a synced user of this config")
-        em_one = conform(conns.exchange.extract({user_key: mailboxes[user_key]}, *_NOWHERE,
-                                                confirm_ids={user_key: [native_id]}), EVENT_SCHEMA)
-        for problem_user, nid, reason in conns.exchange.last_problems or []:
+        got = conns.mail.confirm(user_key, mailboxes[user_key], [native_id])
+        em_one = conform(got.events, EVENT_SCHEMA)
+        for problem_user, nid, reason in got.problems:
             notes.append({"user_key": problem_user, "kind": "skipped", "side": "email", "native_id": nid,
                           "reason": str(reason).split(":")[0], "detail": str(reason)})
         if em_one.is_empty():
@@ -85,7 +85,7 @@ def push(cfg: Config, side: str, native_id: str, today: date | None = None, user
         directory = pipeline.directory_for(conns, events, users)
         run.stage = "snapshot"
         normalised = normalise(events)
-        pairs = pipeline.with_translated_hashes(store, normalised, store.pairs())
+        pairs = pipeline.with_translated_hashes(store, normalised, pipeline.live_pairs(store, conns))
         store.write_snapshot(run_id, normalised, pairs, users, directory)
         run.stage = "reconcile"
         settings = pipeline.settings_for(cfg, org)
@@ -96,6 +96,7 @@ def push(cfg: Config, side: str, native_id: str, today: date | None = None, user
         store.write_plan(run_id, result.deltas, notes)
         run.stage = "load"
         outcomes, _pairs = pipeline.load(store, run_id, conns, org, result.deltas, pairs, users)
+        pipeline.record_mailbox_kinds(store, conns, users, run_id)
         return run.finish(result.deltas, outcomes, side=side, native_id=native_id)
 
 

@@ -83,7 +83,7 @@ def _already_there(conns: pipeline.Connections, creates: pl.DataFrame) -> pl.Dat
         if d["target_side"] == "salesforce":
             ids = conns.salesforce.find_by_key(d["owner_id"], d["subject"], d["start"], d["end"], d["is_all_day"])
         else:
-            ids = conns.exchange.find_by_key(d["mailbox"], d["subject"], d["start"], d["end"], d["is_all_day"])
+            ids = conns.mail.find_by_key(d["mailbox"], d["subject"], d["start"], d["end"], d["is_all_day"])
         if len(ids) == 1:
             found.append({"delta_id": d["delta_id"], "status": "applied", "new_id": ids[0],
                           "error": "found_existing: created by the failed run, reply lost"})

@@ -38,7 +38,7 @@ class RecordedRun:
     def api_calls(self) -> dict[str, int | None]:
         """The Salesforce HTTP calls and EWS SOAP requests made so far (None before connecting)."""
         if self.conns is None:
-            return {"sf_api_calls": None, "ews_api_calls": None}
+            return {"sf_api_calls": None, "ews_api_calls": None, "graph_api_calls": None}
         return self.conns.api_calls()
 
     def finish(self, deltas: pl.DataFrame, outcomes: pl.DataFrame, **extra) -> dict:

@@ -69,6 +69,7 @@ def run_sync(
             "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
             ex.users, result.pair_refresh, progress,
         )
+        pipeline.record_mailbox_kinds(store, conns, ex.users, run_id)
         return run.finish(result.deltas, outcomes)
 
 

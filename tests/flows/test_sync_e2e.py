@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -124,6 +124,27 @@ def test_deletes_propagate_but_leaving_the_window_is_not_a_delete(world):
     assert s3["totals"]["deleted"] == 0, s3
     assert len(_mail(world, ALICE, "Moves far ahead")) == 1
     assert keep in {e["Id"] for e in world.sf_events(ALICE)}
+
+
+def test_an_item_moved_just_past_the_window_edge_is_not_a_deletion(world):
+    """C2: the pair stays in scope through its Salesforce side, so the move is copied; the moved item is
+    confirmed by id even though the calendar view (read with a day of slack) saw it outside the window."""
+    from transforms.window import window_bounds
+
+    _, w_end = window_bounds(world.today)
+    sf_id = world.sb.salesforce.org.add_event(world.ids[ALICE], "Edge case", w_end - timedelta(hours=5),
+                                              w_end - timedelta(hours=4))
+    world.sync()
+    item = next(i for i in world.account(ALICE).calendar.all() if i.subject == "Edge case")
+    item.start, item.end = w_end + timedelta(hours=3), w_end + timedelta(hours=4)
+    item.save(update_fields=["start", "end"])
+    s2 = world.sync()
+    assert s2["status"] == "succeeded", s2
+    assert s2["totals"]["deleted"] == 0, s2
+    ev = world.sb.salesforce.org.record(sf_id)
+    assert ev and not ev.get("IsDeleted"), "the Salesforce event was deleted"
+    assert datetime.fromisoformat(str(ev["StartDateTime"]).replace("Z", "+00:00")) == w_end + timedelta(hours=3)
+    assert world.sync()["totals"]["deltas"] == 0
 
 
 def test_mass_deletion_guard_stops_a_wipe(world):
