@@ -92,7 +92,15 @@ from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
 
 from connectors.errors import FatalError, RetriableError
-from connectors.mailbox import MailboxRead
+from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox kind, re-exported
+    ItemProblem,
+    MailboxRead,
+    delta_emails,
+    matches_key,
+    normalise_subject,
+    overlaps,
+    rows_to_frame,
+)
 from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform
 from connectors import exchange_fastparse
 
@@ -152,10 +160,6 @@ MAILBOX_ACCESS_CODES = {
 
 
 # --------------------------------------------------------------------------- pure shaping
-
-
-class ItemProblem(ValueError):
-    """An item that cannot become a canonical row; ``str()`` is the reason code and detail."""
 
 
 def _aware_utc(value: dt.datetime) -> dt.datetime:
@@ -276,22 +280,6 @@ def item_to_row(item: Any, *, user_key: str, mailbox: str) -> dict:
     }
 
 
-def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
-    if not rows:
-        return conform(pl.DataFrame(schema=EVENT_SCHEMA), EVENT_SCHEMA)
-    return conform(pl.DataFrame(rows, schema=EVENT_SCHEMA), EVENT_SCHEMA)
-
-
-def overlaps(row: dict, window_start: dt.datetime, window_end: dt.datetime) -> bool:
-    """C1 on canonical values: start < window end and end > window start."""
-    return row["start"] < window_end and row["end"] > window_start
-
-
-def normalise_subject(subject: str | None) -> str:
-    """C3: surrounding whitespace stripped, inner runs collapsed, case kept."""
-    return re.sub(r"\s+", " ", (subject or "").strip())
-
-
 def ews_start_end(
     start: dt.datetime, end: dt.datetime, is_all_day: bool, tz: EWSTimeZone
 ) -> tuple[Any, Any]:
@@ -327,16 +315,6 @@ def attendee_lists(
     required = [_attendee(e, req) for e in emails if e not in opt]
     optional = [opt[e] for e in emails if e in opt]
     return required, optional
-
-
-def delta_emails(invitees: Iterable[Mapping[str, Any]] | None, exclude: str) -> list[str]:
-    """Invitee emails of a delta, lower-case, de-duplicated, without the organizer/mailbox itself."""
-    out: list[str] = []
-    for inv in invitees or []:
-        email = (inv.get("email") or "").strip().lower()
-        if email and email != exclude and email not in out:
-            out.append(email)
-    return out
 
 
 def internal_emails(
@@ -872,20 +850,8 @@ class ExchangeConnector:
         try:
             account = self.account(mailbox)
             ids = self._view_ids(account, start - dt.timedelta(days=1), end + dt.timedelta(days=1))
-            wanted = normalise_subject(subject)
-            start_u, end_u = start.astimezone(UTC), end.astimezone(UTC)
-            out = []
-            for item in self._fetch(account, list(ids.items())):
-                row = self._shape(item, mailbox, mailbox)
-                if (
-                    row is not None
-                    and row["is_all_day"] == bool(is_all_day)
-                    and row["start"] == start_u
-                    and row["end"] == end_u
-                    and normalise_subject(row["subject"]) == wanted
-                ):
-                    out.append(row["native_id"])
-            return out
+            rows = (self._shape(item, mailbox, mailbox) for item in self._fetch(account, list(ids.items())))
+            return [r["native_id"] for r in rows if r is not None and matches_key(r, subject, start, end, is_all_day)]
         except (FatalError, RetriableError):
             raise
         except Exception as exc:  # noqa: BLE001

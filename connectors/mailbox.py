@@ -26,8 +26,9 @@ Messages name the mailbox and what to do, and never carry a secret.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import polars as pl
 
@@ -37,6 +38,55 @@ from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform, empty
 MAILBOX_KINDS = ("ews", "graph")
 
 Problem = tuple[str, "str | None", str]
+
+
+# --------------------------------------------------------------------------- shaping every kind shares
+
+
+class ItemProblem(ValueError):
+    """An item that cannot become a canonical row; ``str()`` is the reason code and detail."""
+
+
+def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
+    if not rows:
+        return conform(pl.DataFrame(schema=EVENT_SCHEMA), EVENT_SCHEMA)
+    return conform(pl.DataFrame(rows, schema=EVENT_SCHEMA), EVENT_SCHEMA)
+
+
+def overlaps(row: dict, window_start: dt.datetime, window_end: dt.datetime) -> bool:
+    """C1 on canonical values: start < window end and end > window start."""
+    return row["start"] < window_end and row["end"] > window_start
+
+
+def normalise_subject(subject: str | None) -> str:
+    """C3: surrounding whitespace stripped, inner runs collapsed, case kept."""
+    return re.sub(r"\s+", " ", (subject or "").strip())
+
+
+def plain_text(text: str | None) -> str:
+    """A body as the sync compares it: line ends normalised, trailing whitespace dropped (Exchange
+    appends a line break to bodies it stores; it must not count as an edit)."""
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n").rstrip()
+
+
+def delta_emails(invitees: Iterable[Mapping[str, Any]] | None, exclude: str) -> list[str]:
+    """Invitee emails of a delta, lower-case, de-duplicated, without the organizer/mailbox itself."""
+    out: list[str] = []
+    for inv in invitees or []:
+        email = (inv.get("email") or "").strip().lower()
+        if email and email != exclude and email not in out:
+            out.append(email)
+    return out
+
+
+def matches_key(row: dict, subject: str, start: dt.datetime, end: dt.datetime, is_all_day: bool) -> bool:
+    """Whether a canonical row has this key (C3)."""
+    return (row["is_all_day"] == bool(is_all_day) and row["start"] == start.astimezone(dt.timezone.utc)
+            and row["end"] == end.astimezone(dt.timezone.utc)
+            and normalise_subject(row["subject"]) == normalise_subject(subject))
+
+
+# --------------------------------------------------------------------------- the contract
 
 
 @dataclass

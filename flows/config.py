@@ -457,12 +457,12 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
     path = Path(store.get("path", "data/calsync.duckdb"))
     if not path.is_absolute():
         path = base / path
+    salesforce = _salesforce(raw.get("salesforce"), env, base)
     if "exchange" not in raw and "graph" not in raw:
         raise ConfigError(
             "[exchange] / [graph]: missing; calsync needs at least one mailbox service: [exchange] for Exchange"
             " Server on premises (EWS), [graph] for Exchange Online / Microsoft 365 (Microsoft Graph)"
         )
-    salesforce = _salesforce(raw.get("salesforce"), env, base)
     exchange = _exchange(raw["exchange"], env) if "exchange" in raw else None
     graph = _graph(raw["graph"], env, base) if "graph" in raw else None
     sync = _sync(raw.get("sync"))
