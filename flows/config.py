@@ -327,7 +327,7 @@ def _graph(raw: Any, env: dict[str, str], base: Path) -> GraphSettings:
     where = "graph"
     if not isinstance(raw, dict):
         raise ConfigError("[graph]: expected a table (tenant_id, client_id, a certificate or client secret)")
-    unknown = sorted(set(raw) - GRAPH_KEYS)
+    unknown = sorted(set(raw) - GRAPH_KEYS - {"certificate", "client_secret"})  # literal secrets: see _secret
     if unknown:
         raise ConfigError(f"[graph] {unknown[0]}: unknown key; expected one of {', '.join(sorted(GRAPH_KEYS))}")
     certificate = _secret(raw, "certificate", where, env, False)

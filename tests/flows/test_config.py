@@ -111,3 +111,74 @@ def test_secret_from_a_prefect_secret_block(prefect_harness):
     raw["exchange"]["password_block"] = "no-such-block"
     with pytest.raises(ConfigError, match="cannot load the Prefect Secret block 'no-such-block'"):
         parse_config(raw, ENV)
+
+
+# ------------------------------------------------------------------------------------------- [graph]
+
+PEM = ("-----BEGIN PRIVATE KEY-----\nMIIkey\n-----END PRIVATE KEY-----\n"
+       "-----BEGIN CERTIFICATE-----\nMIIcert\n-----END CERTIFICATE-----\n")
+GRAPH_ENV = {**ENV, "GRAPH_CERT": PEM, "GRAPH_SECRET": "s3cr3t~value"}
+
+
+def _graph(**over):
+    section = {"tenant_id": "acme.onmicrosoft.com", "client_id": "11111111-2222-3333-4444-555555555555",
+               "certificate_env": "GRAPH_CERT"}
+    section.update(over)
+    return {k: v for k, v in section.items() if v is not None}
+
+
+def test_graph_only_config_puts_every_user_on_graph(tmp_path: Path):
+    raw = _raw(graph=_graph(internal_domains=["Acme.com"]))
+    del raw["exchange"]
+    cfg = parse_config(raw, GRAPH_ENV, base=tmp_path)
+    assert cfg.exchange is None and cfg.users[0].mailbox_kind == "graph"
+    assert cfg.graph.certificate.get() == PEM and cfg.graph.client_secret is None
+    assert cfg.graph.internal_domains == ("acme.com",)
+    assert (cfg.graph.authority_host, cfg.graph.graph_url) == ("https://login.microsoftonline.com",
+                                                               "https://graph.microsoft.com/v1.0")
+    assert "MIIkey" not in repr(cfg) and "environment variable GRAPH_CERT" in repr(cfg.graph)
+
+
+def test_hybrid_config_needs_each_users_kind(tmp_path: Path):
+    raw = _raw(graph=_graph(certificate_env=None, client_secret_env="GRAPH_SECRET"))
+    with pytest.raises(ConfigError, match=r"\[users #1\] mailbox_kind: missing; with both \[exchange\] and \[graph\]"):
+        parse_config(raw, GRAPH_ENV, base=tmp_path)
+    raw["users"].append({"email": "bob@example.com", "mailbox_kind": "ews"})
+    raw["sync"] = {"mailbox_kind": "graph"}
+    cfg = parse_config(raw, GRAPH_ENV, base=tmp_path)
+    assert [u.mailbox_kind for u in cfg.users] == ["graph", "ews"]
+    assert cfg.graph.client_secret.get() == "s3cr3t~value" and "s3cr3t" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        ({"certificate_env": None}, r"\[graph\] certificate: missing; set certificate_file"),
+        ({"client_secret_env": "GRAPH_SECRET"}, r"\[graph\] certificate: give a certificate or a client secret, not both"),
+        ({"certificate_env": "GRAPH_SECRET"}, r"\[graph\] certificate: environment variable GRAPH_SECRET must hold a PEM"),
+        ({"tenant_id": None}, r"\[graph\] tenant_id: missing"),
+        ({"client_secret": "literal"}, r"\[graph\] client_secret: secrets are not read from the config file"),
+        ({"tenant": "typo"}, r"\[graph\] tenant: unknown key"),
+        ({"graph_url": "http://graph.example"}, r"\[graph\] graph_url: expected an https:// URL"),
+        ({"internal_domains": "acme.com"}, r"\[graph\] internal_domains: expected a list of domains"),
+        ({"max_retry_wait_s": -1}, r"\[graph\] max_retry_wait_s: expected seconds from 0 to 3600"),
+    ],
+)
+def test_graph_errors_name_the_key(graph, message):
+    raw = _raw(graph=_graph(**graph))
+    raw["sync"] = {"mailbox_kind": "graph"}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, GRAPH_ENV)
+
+
+def test_a_users_kind_needs_its_section():
+    raw = _raw()
+    raw["users"][0]["mailbox_kind"] = "graph"
+    with pytest.raises(ConfigError, match=r"\[users #1\] mailbox_kind: graph needs a \[graph\] section"):
+        parse_config(raw, ENV)
+    raw["users"][0]["mailbox_kind"] = "owa"
+    with pytest.raises(ConfigError, match=r"\[users #1\] mailbox_kind: expected one of ews, graph"):
+        parse_config(raw, ENV)
+    del raw["exchange"]
+    with pytest.raises(ConfigError, match=r"\[exchange\] / \[graph\]: missing"):
+        parse_config(raw, ENV)
