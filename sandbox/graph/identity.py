@@ -218,11 +218,10 @@ class Identity:
                              "scope value with /.default suffixed to the resource identifier (application ID URI).")
         resource = defaults[0][: -len("/.default")].rstrip("/")
         if resource.lower() not in (GRAPH_RESOURCE, GRAPH_APP_ID):
-            raise TokenError(400, "invalid_resource", 500011,
-                             f"The resource principal named {resource} was not found in the tenant named "
-                             f"{self.domain}. This can happen if the application has not been installed by the "
-                             "administrator of the tenant or consented to by any user in the tenant. You might have "
-                             "sent your authentication request to the wrong tenant.")
+            # The client-credentials page's error example (an unknown resource's /.default).
+            raise TokenError(400, "invalid_scope", 70011,
+                             f"The provided value for the input parameter 'scope' is not valid. The scope "
+                             f"{defaults[0]} is not valid.")
         secret = form.get("client_secret") or (basic[1] if basic else None)
         if secret is not None:
             verdict["credential"] = "secret"
