@@ -168,3 +168,18 @@ def test_ews_refuses_an_exchange_online_mailbox(sb):
     with pytest.raises(ErrorNonExistentMailbox):
         list(account.calendar.all()[:1])
     assert list(ews_account(sb, CAROL).calendar.all()) == []
+
+
+def test_seeds_put_users_on_graph(sb):
+    from datetime import date
+
+    from sandbox.seed import generate
+
+    sb.reset()
+    sb.seed({"users": [{"email": "gina@example.com", "mailbox_kind": "graph"}, {"email": "hal@example.com"}]},
+            date(2026, 11, 20))
+    assert {e: m.kind for e, m in sb.org.mailboxes.items()} == {"gina@example.com": "graph", "hal@example.com": "ews"}
+    spec = generate(6, 1, graph_share=0.5)
+    assert [u["mailbox_kind"] for u in spec["users"]] == ["ews", "graph"] * 3
+    assert {u["mailbox_kind"] for u in generate(3, 1, graph_share=1.0)["users"]} == {"graph"}
+    assert {u["mailbox_kind"] for u in generate(3, 1)["users"]} == {"ews"}
