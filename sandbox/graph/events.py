@@ -190,8 +190,11 @@ class View:
 def _dtz(item, value: datetime, which: str, view: View) -> dict:
     if item.is_all_day:
         # All-day events are "floating": midnight to midnight of their dates, labelled with the requested zone but
-        # not converted to it (https://github.com/microsoftgraph/msgraph-sdk-javascript/issues/1158; the Microsoft
-        # Q&A thread "all day events are not obeying prefer outlook time").
+        # not converted to it. "This is by design. All day events always return midnight-to-midnight regardless of
+        # time zone." (Microsoft, https://github.com/microsoftgraph/microsoft-graph-docs/issues/1802; also
+        # https://github.com/microsoftgraph/microsoft-graph-docs/issues/6003,
+        # https://github.com/microsoftgraph/msgraph-sdk-javascript/issues/1158). An all-day occurrence's
+        # originalStart is still the UTC instant of its local midnight (docs issue 2804 shows one).
         zone_id = item.start_tz if which == "start" else item.end_tz
         local_day = value.astimezone(tzmod.tzinfo_for(zone_id)).date()
         return {"dateTime": fmt_local(datetime.combine(local_day, time(0))), "timeZone": view.zone_label}

@@ -18,7 +18,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -406,13 +406,22 @@ class Service:
             item.sequence += 1
         org.touch(item)
         if item.is_organizer_copy and (before or item.attendees) and not touched <= ev.PERSONAL:
-            # Graph has no send-to-none: an organizer's update goes to every attendee; added attendees get the
-            # request, removed ones a cancellation (as EWS SendToAllAndSaveCopy; believed for Graph, whose update
-            # page says nothing narrower). https://learn.microsoft.com/en-us/graph/api/event-update?view=graph-rest-1.0
+            # Graph has no send-to-none. "An event update that includes only the attendees property in the request
+            # body sends a meeting update to only the attendees that have changed" (added ones get the request,
+            # removed ones a cancellation); any other update of the organizer's meeting goes to every attendee
+            # (believed: the page says nothing narrower), and a series master with separately updated instances
+            # sends "one for the master series and one per instance that has been updated".
+            # https://learn.microsoft.com/en-us/graph/api/event-update?view=graph-rest-1.0
             after = [a.email for a in item.attendees]
             added = [e for e in after if e not in before]
             org.deliver(item, added, "request", via="graph")
-            org.deliver(item, [e for e in after if e not in added], "update", via="graph")
+            if touched != {"attendees"}:
+                stayed = [e for e in after if e not in added]
+                org.deliver(item, stayed, "update", via="graph")
+                if item.recurrence is not None:
+                    for _ in item.modified_occurrences:
+                        for email in stayed:
+                            org.record_invitation(item, email, "update", via="graph")
             org.deliver(item, [e for e in before if e not in after], "cancellation", via="graph")
             item.meeting_request_was_sent = item.meeting_request_was_sent or bool(after)
 
@@ -429,6 +438,8 @@ class Service:
         fields, touched = ev.parse_body(org, payload, self._current(occ))
         fields.pop("transaction_id", None)
         fields.pop("extended_properties", None)  # kept on the series (sandbox simplification)
+        if "start" in fields:
+            self._check_crossing(occ, fields["start"], fields.get("end", occ.end))
         overrides = master.modified_occurrences.setdefault(occ.original_start, {})
         for k in self._OCC_FIELDS:
             if k in fields and (fields[k] != getattr(master, k, None) or k in ("start", "end")):
@@ -438,6 +449,24 @@ class Service:
         org.touch(master)
         if master.is_organizer_copy and master.attendees and not touched <= ev.PERSONAL:
             org.deliver(master, [a.email for a in master.attendees], "update", via="graph")
+
+    def _check_crossing(self, occ: Occurrence, start: datetime, end: datetime) -> None:
+        """"an occurrence cannot be moved to or before the day of the previous occurrence, and cannot be moved to
+        or after the day of the following occurrence" (event-update page, ErrorOccurrenceCrossingBoundary)."""
+        from ..exchange import tz as tzmod
+
+        master = occ.master
+        zone = tzmod.tzinfo_for(master.start_tz)
+        originals = [o.original_start for o in self.org.expand(
+            master, until=occ.original_start + (occ.original_start - master.start) + timedelta(days=400),
+            include_deleted=True)]
+        i = originals.index(occ.original_start) if occ.original_start in originals else -1
+        day_start, day_end = start.astimezone(zone).date(), end.astimezone(zone).date()
+        prev_day = originals[i - 1].astimezone(zone).date() if i > 0 else None
+        next_day = originals[i + 1].astimezone(zone).date() if 0 <= i < len(originals) - 1 else None
+        if (prev_day is not None and day_start <= prev_day) or (next_day is not None and day_end >= next_day):
+            raise GraphError(400, "ErrorOccurrenceCrossingBoundary",
+                             "Modified occurrence is crossing or overlapping adjacent occurrence.")
 
     # ------------------------------------------------------------------ delete
     def _delete(self, req: Request, mailbox: str, event_id: str) -> None:
