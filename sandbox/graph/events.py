@@ -58,7 +58,7 @@ WRITABLE = {"subject", "body", "start", "end", "isAllDay", "sensitivity", "showA
 READ_ONLY = set(EVENT_PROPERTIES) - WRITABLE | {"@odata.etag", "@odata.type", "@odata.context"}
 # Writes to these alone change only the owner's copy: no meeting message is sent (believed: Outlook does not
 # send an update for personal properties).
-PERSONAL = {"categories", "isReminderOn", "reminderMinutesBeforeStart", "singleValueExtendedProperties", "showAs"}
+PERSONAL = {"categories", "isReminderOn", "reminderMinutesBeforeStart", "singleValueExtendedProperties"}
 
 _SENSITIVITY = {"Normal": "normal", "Personal": "personal", "Private": "private", "Confidential": "confidential"}
 _SHOW_AS = {"Free": "free", "Tentative": "tentative", "Busy": "busy", "OOF": "oof",

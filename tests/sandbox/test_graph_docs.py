@@ -12,7 +12,7 @@ import json
 import re
 from datetime import datetime, timezone
 
-from .conftest_graph import ANN, SCOPE, _sb, error_of, graph, msal_app, new_session, sb  # noqa: F401
+from .conftest_graph import ANN, SCOPE, _sb, graph, msal_app, new_session, sb  # noqa: F401
 
 
 def assert_shape(doc, ours, path="$"):
