@@ -57,6 +57,8 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         argv += ["--generate", args.generate]
     if args.today:
         argv += ["--today", args.today.isoformat()]
+    if args.graph_share:
+        argv += ["--graph-share", str(args.graph_share)]
     return sandbox_main(argv)
 
 
@@ -126,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", type=date.fromisoformat)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("sandbox", help="serve the local Salesforce and Exchange sandboxes until stopped")
+    p = sub.add_parser("sandbox", help="serve the local Salesforce, Exchange (EWS) and Graph sandboxes until stopped")
     p.add_argument("--seed", type=Path)
     p.add_argument("--generate", metavar="USERSxEVENTS")
+    p.add_argument("--graph-share", type=float, default=0.0, metavar="SHARE",
+                   help="with --generate: the share of mailboxes hosted in Exchange Online (Graph)")
     p.add_argument("--today", type=date.fromisoformat)
     p.set_defaults(func=_cmd_sandbox)
 

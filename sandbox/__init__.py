@@ -1,13 +1,18 @@
-"""Local stand-ins for Salesforce (REST over HTTPS) and Exchange (EWS SOAP over HTTP).
+"""Local stand-ins for Salesforce (REST over HTTPS), Exchange (EWS SOAP over HTTP) and Microsoft Graph
+(REST over HTTPS, with its identity platform).
 
 They speak the real wire protocols so calsync's connectors are exercised through the unmodified
 client libraries. Nothing here imports calsync's own code (a stand-in that shared our code would share
-our mistakes). ``Sandbox`` starts both on free loopback ports with one clock and one fault injector:
+our mistakes). ``Sandbox`` starts all three on free loopback ports with one clock and one fault injector;
+the EWS and Graph servers share one Exchange organisation (a hybrid org: mailboxes of kind "ews" on
+premises, of kind "graph" in Exchange Online):
 
     with Sandbox() as sb:
         sb.seed(load_seed("data/demo-seed.toml"), today)
         sb.salesforce.instance_url, sb.salesforce.session_id, sb.salesforce.ca_file
         sb.exchange.url, sb.exchange.service_account
+        sb.graph.authority, sb.graph.client_id, sb.graph.client_secret, sb.graph.graph_url, sb.graph.ca_file
+        assert sb.exchange.org is sb.graph.org
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sandbox.faults import Faults
 
 
 class Sandbox:
-    """Both sandbox servers, sharing a clock and a fault injector."""
+    """The sandbox servers, sharing a clock and a fault injector; EWS and Graph share one Exchange Org."""
 
     def __init__(
         self,
@@ -34,7 +39,8 @@ class Sandbox:
         domain: str = "example.com",
         service_account: tuple[str, str] | None = None,
     ) -> None:
-        from sandbox.exchange import ExchangeSandbox
+        from sandbox.exchange import DEFAULT_PASSWORD, ExchangeSandbox, Org
+        from sandbox.graph import GraphSandbox
         from sandbox.salesforce import SalesforceSandbox
 
         self._own_workdir = workdir is None
@@ -49,17 +55,20 @@ class Sandbox:
             required_custom_field=required_custom_field,
             daily_api_limit=daily_api_limit,
         )
-        kwargs = {"domain": domain}
-        if service_account is not None:
-            kwargs["service_account"] = service_account
-        self.exchange = ExchangeSandbox(self.clock, self.faults, **kwargs)
+        # One mail organisation, two protocols: on-premises mailboxes over EWS, Exchange Online ones over Graph.
+        self.org = Org(self.clock, domain=domain,
+                       service_account=service_account or ("svc-calsync@example.com", DEFAULT_PASSWORD))
+        self.exchange = ExchangeSandbox(self.clock, self.faults, org=self.org)
+        self.graph = GraphSandbox(self.clock, self.faults, self.workdir, org=self.org)
 
     def start(self) -> "Sandbox":
         self.salesforce.start()
         self.exchange.start()
+        self.graph.start()
         return self
 
     def stop(self) -> None:
+        self.graph.stop()
         self.exchange.stop()
         self.salesforce.stop()
         if self._own_workdir:
@@ -79,12 +88,13 @@ class Sandbox:
 
     def reset(self) -> None:
         self.salesforce.org.reset()
-        self.exchange.org.reset()
+        self.org.reset()
+        self.graph.reset_counts()
         self.faults.clear()
         self.clock.reset()
 
     def dump(self) -> dict:
-        return {"salesforce": self.salesforce.org.dump(), "exchange": self.exchange.org.dump()}
+        return {"salesforce": self.salesforce.org.dump(), "exchange": self.org.dump(), "graph": self.graph.state()}
 
     def connection_info(self) -> dict:
         """What a client needs, as printed by ``python -m sandbox`` (the sandbox's own test secrets)."""
@@ -104,4 +114,5 @@ class Sandbox:
                 "ntlm_domain": "EXAMPLE",
                 "control": self.exchange.url.split("/EWS/")[0] + "/_sandbox/",
             },
+            "graph": self.graph.info(),
         }

@@ -1,4 +1,5 @@
-"""``python -m sandbox``: serve both sandboxes until stopped, printing how to reach them as one JSON line."""
+"""``python -m sandbox``: serve the sandboxes (Salesforce, EWS, Graph) until stopped, printing how to reach them
+as one JSON line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     parser.add_argument("--seed", type=Path, help="a seed file (TOML or JSON), e.g. data/demo-seed.toml")
     parser.add_argument("--generate", metavar="USERSxEVENTS", help="generate an org, e.g. 50x200")
+    parser.add_argument("--graph-share", type=float, default=0.0, metavar="SHARE",
+                        help="with --generate: the share of mailboxes hosted in Exchange Online (Graph), e.g. 0.5")
     parser.add_argument("--today", type=date.fromisoformat, help="day the seed's relative days count from")
     parser.add_argument("--workdir", type=Path, help="where the certificate is written")
     args = parser.parse_args(argv)
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.seed(load_seed(args.seed), today)
         if args.generate:
             users, events = (int(x) for x in args.generate.lower().split("x"))
-            sandbox.seed(generate(users, events), today)
+            sandbox.seed(generate(users, events, graph_share=args.graph_share), today)
         print(json.dumps(sandbox.connection_info()), flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,6 +10,7 @@ file always lands inside the sync window:
     email = "alice@example.com"
     name = "Alice Adams"
     time_zone = "Europe/Berlin"
+    mailbox_kind = "graph"    # hosted in Exchange Online (served over Graph); default "ews" (on premises)
 
     [[contacts]]              # also [[leads]] (with company)
     email = "carol@customer.example"
@@ -72,7 +73,7 @@ def apply_seed(sandbox: Any, spec: dict, today: date) -> dict[str, str]:
     for user in spec.get("users", []):
         email = user["email"].lower()
         ids[email] = sf.add_user(email, name=user.get("name"))
-        ex.add_mailbox(email, time_zone=user.get("time_zone", "UTC"))
+        ex.add_mailbox(email, time_zone=user.get("time_zone", "UTC"), kind=user.get("mailbox_kind", "ews"))
     for c in spec.get("contacts", []):
         ids[c["email"].lower()] = sf.add_contact(
             c["email"].lower(), c.get("last_name", "Contact"), c.get("first_name"),
@@ -111,16 +112,23 @@ _TOPICS = ["Pipeline review", "Demo", "Renewal call", "QBR", "Kick-off", "Pricin
            "Check-in", "Contract review", "Roadmap", "Lunch", "Workshop", "1:1", "Offsite prep"]
 
 
-def generate(users: int, events: int, seed: int = 7, domain: str = "example.com") -> dict:
+def generate(users: int, events: int, seed: int = 7, domain: str = "example.com", graph_share: float = 0.0) -> dict:
     """A realistic org: ``users`` synced users with ``events`` events a side each, contacts and leads,
-    invitees, duplicates, private and all-day events; some events already on both sides (to pair)."""
+    invitees, duplicates, private and all-day events; some events already on both sides (to pair).
+
+    ``graph_share`` (0..1) puts that share of the users' mailboxes in Exchange Online (kind "graph"), spread
+    evenly: 0.5 is every other user (user0001, user0003, ...), 1.0 every user."""
+    if not 0.0 <= graph_share <= 1.0:
+        raise ValueError("graph_share must be between 0 and 1")
     rng = random.Random(seed)
     spec: dict[str, Any] = {"org": {"shared_activities": True}, "users": [], "contacts": [],
                             "leads": [], "salesforce_events": [], "email_events": []}
     zones = ["UTC", "Europe/Berlin", "America/New_York", "Europe/London"]
     emails = [f"user{i:04d}@{domain}" for i in range(users)]
     for i, email in enumerate(emails):
-        spec["users"].append({"email": email, "name": f"User {i}", "time_zone": zones[i % len(zones)]})
+        kind = "graph" if int((i + 1) * graph_share) > int(i * graph_share) else "ews"
+        spec["users"].append({"email": email, "name": f"User {i}", "time_zone": zones[i % len(zones)],
+                              "mailbox_kind": kind})
     people = []
     for i in range(max(4, users * 3)):
         kind = "leads" if i % 4 == 0 else "contacts"

@@ -43,12 +43,15 @@ class ExchangeSandbox:
         service_account: tuple[str, str] = ("svc-calsync@example.com", DEFAULT_PASSWORD),
         port: int = 0,
         auth_methods: tuple[str, ...] = ("ntlm", "basic"),
+        org: Org | None = None,
     ) -> None:
         self.clock = clock
         # Which schemes IIS offers and accepts: "ntlm", "basic" (set to ("ntlm",) for a server with Basic off).
         self.auth_methods = tuple(auth_methods)
         self.faults = faults
-        self.org = Org(clock, domain=domain, service_account=service_account)
+        # A hybrid organisation shares one Org with the Graph sandbox (``org=``); mailboxes of kind "graph"
+        # are not hosted here and are refused like a mailbox that does not exist.
+        self.org = org if org is not None else Org(clock, domain=domain, service_account=service_account)
         self._port = port
         self._server: httpbase.LoopbackServer | None = None
 
@@ -258,8 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
                                    int(p.get("after", 0)))
             self._json(200, fault.to_json())
         elif path == "/_sandbox/mailboxes":
-            mbx = org.add_mailbox(p["email"], p.get("time_zone", "UTC"), p.get("password"))
-            self._json(200, {"email": mbx.email, "time_zone": mbx.time_zone})
+            mbx = org.add_mailbox(p["email"], p.get("time_zone", "UTC"), p.get("password"), kind=p.get("kind", "ews"))
+            self._json(200, {"email": mbx.email, "time_zone": mbx.time_zone, "kind": mbx.kind})
         elif path == "/_sandbox/impersonation":
             (org.grant_impersonation if p.get("grant", True) else org.revoke_impersonation)(p["username"])
             self._json(200, {"impersonators": sorted(org.impersonators)})
@@ -414,11 +417,11 @@ class _Handler(BaseHTTPRequestHandler):
         if target is not None:
             if principal not in org.impersonators:
                 raise SoapFault("ErrorImpersonateUserDenied", soap.text_for("ErrorImpersonateUserDenied"))
-            if target not in org.mailboxes:
+            if not org.hosts(target, "ews"):  # unknown, or hosted in Exchange Online (Graph)
                 raise SoapFault("ErrorNonExistentMailbox", soap.text_for("ErrorNonExistentMailbox"),
                                 f'<t:Value Name="SmtpAddress">{target}</t:Value>')
             return Context(org, principal, target, tz_context, True)
-        acting = principal if principal in org.mailboxes else None
+        acting = principal if org.hosts(principal, "ews") else None
         return Context(org, principal, acting, tz_context, False)
 
 

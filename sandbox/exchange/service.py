@@ -410,7 +410,7 @@ def _resolve_mailbox(ctx: Context, email: str | None) -> str:
     """The mailbox a folder reference names, checked against who is asking."""
     org = ctx.org
     target = (email or ctx.acting or "").strip().lower()
-    if not target or target not in org.mailboxes:
+    if not target or not org.hosts(target, "ews"):  # a Graph-kind (Exchange Online) mailbox is not hosted here
         raise EwsError("ErrorNonExistentMailbox", soap.text_for("ErrorNonExistentMailbox"),
                        f"<t:Value Name=\"SmtpAddress\">{_x(target)}</t:Value>")
     if target != ctx.acting:
@@ -456,7 +456,9 @@ def _lookup(ctx: Context, id_elem):
     if decoded is None:
         raise EwsError("ErrorInvalidIdMalformed", soap.text_for("ErrorInvalidIdMalformed"))
     _kind_, mailbox, _ = decoded
-    if mailbox in org.mailboxes and mailbox != ctx.acting:
+    if not org.hosts(mailbox, "ews"):
+        raise EwsError("ErrorItemNotFound", soap.text_for("ErrorItemNotFound"))
+    if mailbox != ctx.acting:
         raise EwsError("ErrorAccessDenied", soap.text_for("ErrorAccessDenied"))
     found = org.find_item(item_id)
     if found is None:

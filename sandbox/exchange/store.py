@@ -10,6 +10,9 @@ Rules copied from Exchange:
   attendees that are mailboxes in this organisation (same UID, IsMeeting, organizer set,
   MyResponseType NoResponseReceived); external attendees only get the (recorded) invitation.
   https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem-operation-calendar-item
+- Hybrid: each mailbox has a ``kind``, "ews" (on premises, served by the EWS sandbox) or "graph" (Exchange
+  Online, served by the Graph sandbox). Both servers share this one Org: meetings are delivered across with
+  the same UID, and there is one invitation log, one clock, one fault injector.
 - The server owns attendees' ResponseType: Unknown in the organizer's copy until the attendee
   responds; what a client sends is ignored.
 - ChangeKey changes on every write; LastModifiedTime is stamped from the shared clock.
@@ -54,6 +57,7 @@ _RESPONSE_ALIASES = {
     "unknown": "Unknown",
     "organizer": "Organizer",
 }
+MAILBOX_KINDS = ("ews", "graph")
 # Expansion guard for series without an end (Exchange caps CalendarView spans similarly).
 MAX_OCCURRENCES = 5000
 
@@ -215,6 +219,9 @@ class Item:
     # original start (UTC) -> overrides (subject/body/start/end/location/sensitivity) and own changekey
     modified_occurrences: dict[datetime, dict] = field(default_factory=dict)
     folder: str = "calendar"  # distinguished name of the folder holding it: calendar | deleteditems
+    # Graph only: singleValueExtendedProperties (id as the client wrote it -> value) and the create's transactionId.
+    extended_properties: dict[str, str] = field(default_factory=dict)
+    transaction_id: str | None = None
 
     @property
     def is_organizer_copy(self) -> bool:
@@ -275,6 +282,9 @@ class Mailbox:
     ms_tz: str
     name: str
     password: str | None
+    # Which server hosts it: "ews" (on premises, the EWS sandbox) or "graph" (Exchange Online, the Graph sandbox).
+    # In a hybrid organisation both share one directory and deliver meetings to each other (same UID).
+    kind: str = "ews"
     items: dict[str, Item] = field(default_factory=dict)  # the calendar folder
     deleted_items: dict[str, Item] = field(default_factory=dict)  # the Deleted Items folder
     recoverable_items: dict[str, Item] = field(default_factory=dict)  # Recoverable Items > Deletions (the dumpster)
@@ -329,10 +339,15 @@ class Org:
             self._calls = 0
             self.calls_by_operation: dict[str, int] = {}
 
-    def add_mailbox(self, email: str, time_zone: str = "UTC", password: str | None = None, name: str | None = None) -> Mailbox:
+    def add_mailbox(self, email: str, time_zone: str = "UTC", password: str | None = None, name: str | None = None,
+                    kind: str = "ews") -> Mailbox:
+        """A mailbox of the organisation. ``kind`` says where it is hosted: "ews" (on premises, served by the
+        EWS sandbox) or "graph" (Exchange Online, served by the Graph sandbox); each server refuses the other's."""
         email_l = email.strip().lower()
         if "@" not in email_l:
             raise ValueError(f"not an email address: {email!r}")
+        if kind not in MAILBOX_KINDS:
+            raise ValueError(f"mailbox kind must be one of {', '.join(MAILBOX_KINDS)}, not {kind!r}")
         with self.lock:
             if email_l in self.mailboxes:
                 raise ValueError(f"mailbox {email_l} already exists")
@@ -342,6 +357,7 @@ class Org:
                 ms_tz=tzmod.ms_id_for(time_zone),
                 name=name or email_l.split("@", 1)[0].replace(".", " ").title(),
                 password=password,
+                kind=kind,
             )
             self.mailboxes[email_l] = mbx
             if password is not None:
@@ -355,6 +371,11 @@ class Org:
     def revoke_impersonation(self, username: str) -> None:
         with self.lock:
             self.impersonators.discard(username.lower())
+
+    def hosts(self, email: str | None, kind: str) -> bool:
+        """Whether ``email`` is a mailbox of this organisation hosted by the ``kind`` server ("ews" | "graph")."""
+        mbx = self.mailboxes.get((email or "").strip().lower())
+        return mbx is not None and mbx.kind == kind
 
     def mailbox(self, email: str) -> Mailbox:
         mbx = self.mailboxes.get(email.strip().lower())
@@ -664,7 +685,8 @@ class Org:
         item.last_modified = self.clock.now()
 
     # ------------------------------------------------------------------ meeting delivery
-    def record_invitation(self, item: Item, recipient: str, kind: str) -> None:
+    def record_invitation(self, item: Item, recipient: str, kind: str, via: str = "ews") -> None:
+        """Log one meeting message; ``via`` is the protocol that sent it ("ews" or "graph")."""
         self._invitations.append(
             {
                 "organizer": item.organizer_email,
@@ -676,17 +698,19 @@ class Org:
                 "end": fmt_dt(item.end),
                 "sent_at": self.clock.now().isoformat(),
                 "internal": recipient in self.mailboxes,
+                "via": via,
             }
         )
 
-    def deliver(self, item: Item, recipients: Iterable[str], kind: str) -> None:
+    def deliver(self, item: Item, recipients: Iterable[str], kind: str, via: str = "ews") -> None:
         """Send the meeting (request/update/cancellation) to ``recipients``: record each invitation;
-        internal recipients get their calendar copy created, updated or removed."""
+        internal recipients (mailboxes of either kind: a hybrid organisation delivers across) get their
+        calendar copy created, updated or removed."""
         for email in recipients:
             email_l = email.lower()
             if email_l == item.mailbox:
                 continue
-            self.record_invitation(item, email_l, kind)
+            self.record_invitation(item, email_l, kind, via)
             mbx = self.mailboxes.get(email_l)
             if mbx is None:
                 continue
@@ -751,6 +775,7 @@ class Org:
                 "calls_by_operation": dict(self.calls_by_operation),
                 "mailboxes": {
                     m.email: {
+                        "kind": m.kind,
                         "time_zone": m.time_zone,
                         "windows_time_zone": m.ms_tz,
                         "has_password": m.password is not None,

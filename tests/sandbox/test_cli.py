@@ -1,4 +1,4 @@
-"""`python -m sandbox` serves both servers until stopped and prints how to reach them as one JSON line."""
+"""`python -m sandbox` serves the servers until stopped and prints how to reach them as one JSON line."""
 
 from __future__ import annotations
 
@@ -31,6 +31,23 @@ def test_python_m_sandbox_prints_connection_json_and_serves_the_seed(tmp_path):
         state = requests.get(info["exchange"]["control"] + "state", timeout=10).json()
         assert "dana@example.com" in json.dumps(state)
         assert info["exchange"]["endpoint"].endswith("/EWS/Exchange.asmx")
+        # The Graph entry is enough for msal and plain requests (one CA file for login and Graph).
+        g = info["graph"]
+        assert set(g) == {"tenant_id", "client_id", "client_secret", "certificate_file", "certificate_thumbprint",
+                          "authority", "graph_url", "ca_file", "control"}
+        import msal
+
+        graph_session = requests.Session()
+        graph_session.verify, graph_session.trust_env = g["ca_file"], False
+        pem = Path(g["certificate_file"]).read_text()
+        app = msal.ConfidentialClientApplication(g["client_id"], authority=g["authority"], http_client=graph_session,
+                                                 client_credential={"private_key": pem,
+                                                                    "thumbprint": g["certificate_thumbprint"]},
+                                                 instance_discovery=False)
+        token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+        user = graph_session.get(f"{g['graph_url']}/users/alice@example.com", timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert user.status_code == 200 and user.json()["mail"] == "alice@example.com"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
