@@ -25,7 +25,7 @@ externals      C24: Graph mails every attendee of a meeting it creates, updates 
 
 Reading (``read``, ``confirm``)
     ``Prefer: outlook.timezone="UTC"`` and ``outlook.body-content-type="text"``; paged by
-    ``@odata.nextLink`` (``odata.maxpagesize``). Timed events are UTC instants; all-day events come back as
+    ``@odata.nextLink`` (``odata.maxpagesize``); no ``$select``, as it drops ``lastModifiedDateTime``. Timed events are UTC instants; all-day events come back as
     midnight of their dates whatever the requested zone (Graph keeps them "floating"), which the canonical
     frame takes as midnight UTC of those dates, end exclusive. ``meeting_uid`` is the series ``uid`` (for a
     single event equal to ``iCalUId``) plus ``/<original start>`` for an occurrence, the same string the
@@ -84,10 +84,10 @@ PAGE_SIZE = 250  # Prefer: odata.maxpagesize for calendarView
 # C24: the Salesforce invitees calsync did not make attendees (a JSON list of addresses). A named string
 # property in calsync's own property set (https://learn.microsoft.com/en-us/graph/api/resources/extended-properties-overview).
 EXTERNALS_PROPERTY = "String {6f1b6a7e-2c4d-4b8a-9d3e-0a5c7e9f1b24} Name calsyncExternalInvitees"
-SELECT = ",".join([
-    "id", "changeKey", "subject", "body", "start", "end", "isAllDay", "sensitivity", "organizer", "attendees",
-    "lastModifiedDateTime", "iCalUId", "uid", "type", "originalStart", "seriesMasterId",
-])
+# No $select on reads: "The createdDateTime and lastModifiedDateTime properties of event do not support
+# $select" (https://learn.microsoft.com/en-us/graph/api/user-list-calendarview), and the sync needs
+# lastModifiedDateTime (R7, C6: the later edit wins a conflict). Bodies come as text (Prefer), so the full
+# event costs little more than the fields the sync reads.
 EXPAND = f"singleValueExtendedProperties($filter=id eq '{EXTERNALS_PROPERTY}')"
 PREFER_READ = 'outlook.timezone="UTC", outlook.body-content-type="text"'
 RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative"}
@@ -637,8 +637,7 @@ class GraphConnector:
 
     def _view(self, user_key: str, mailbox: str, start: dt.datetime, end: dt.datetime,
               problems: list) -> list[dict]:
-        params: dict | None = {"startDateTime": _iso(start), "endDateTime": _iso(end), "$select": SELECT,
-                               "$expand": EXPAND}
+        params: dict | None = {"startDateTime": _iso(start), "endDateTime": _iso(end), "$expand": EXPAND}
         url = f"{_user_path(mailbox)}/calendarView"
         headers = {"Prefer": f"{PREFER_READ}, odata.maxpagesize={self.page_size}"}
         rows: list[dict] = []
@@ -702,7 +701,7 @@ class GraphConnector:
         return self._guarded(mailbox, work) if ids else MailboxRead()
 
     def _get_items(self, mailbox: str, ids: Sequence[str]) -> list[dict]:
-        query = f"?$select={SELECT}&$expand={EXPAND}"
+        query = f"?$expand={EXPAND}"
         answers: list[dict] = []
         for chunk in _batches(list(ids), self.batch_size):
             answers += self.http.batch([_Sub("GET", _event_path(mailbox, i) + query, mailbox,
@@ -821,7 +820,7 @@ class _Writes:
     def read_targets(self, deltas: list[dict]) -> dict[str, dict]:
         """The items updates and deletes target, as the server has them now: delta id -> sub-response."""
         out: dict[str, dict] = {}
-        query = f"?$select={SELECT}&$expand={EXPAND}"
+        query = f"?$expand={EXPAND}"
         subs = []
         for d in deltas:
             if not d.get("target_id"):

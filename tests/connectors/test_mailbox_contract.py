@@ -93,7 +93,40 @@ class EwsBackend(Backend):
         item.save(update_fields=["subject"])
 
 
-BACKENDS = {"ews": EwsBackend}
+class GraphBackend(Backend):
+    def add_mailbox(self, email: str, time_zone: str = "UTC") -> None:
+        self.org.add_mailbox(email, time_zone=time_zone, kind="graph")
+
+    def connector(self, **kw) -> MailboxConnector:
+        from connectors.graph import GraphConnector
+
+        g = self.sb.graph
+        kw.setdefault("max_wait_s", 2)
+        return GraphConnector(g.tenant_id, g.client_id, certificate_pem=g.certificate_file.read_text(),
+                              authority_host=g.login_url, graph_url=g.graph_url, ca_file=str(g.ca_file),
+                              internal_domains=["example.com"], **kw)
+
+    def arm_throttle(self, write: bool, count: int, backoff_ms: int) -> None:
+        self.sb.faults.add("throttle", count=count, route="POST /v1.0/users" if write else "/calendarView",
+                           backoff_ms=backoff_ms)
+
+    def server_calls(self) -> int:
+        return self.sb.graph.calls()
+
+    def rename_as_person(self, mailbox: str, item_id: str, subject: str) -> None:
+        import msal
+
+        g = self.sb.graph
+        session = g.client_session()
+        app = msal.ConfidentialClientApplication(g.client_id, authority=g.authority, client_credential=g.client_secret,
+                                                 http_client=session, instance_discovery=False)
+        token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+        r = session.patch(f"{g.graph_url}/users/{mailbox}/events/{item_id}", json={"subject": subject},
+                          headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+
+
+BACKENDS = {"ews": EwsBackend, "graph": GraphBackend}
 
 
 @pytest.fixture(scope="module")
