@@ -35,9 +35,18 @@ username = "{username}"
 password_env = "CALSYNC_EWS_PASSWORD"
 auth_type = "ntlm"
 
+[graph]
+tenant_id = "{tenant_id}"
+client_id = "{client_id}"
+certificate_env = "CALSYNC_GRAPH_CERTIFICATE"
+authority_host = "{login_url}"
+graph_url = "{graph_url}"
+ca_file = "{graph_ca_file}"
+
 [sync]
 mass_delete_share = 0.5
 mass_delete_min = 4
+mailbox_kind = "{default_kind}"
 {users}"""
 
 USER_BLOCK = """
@@ -47,24 +56,32 @@ direction = "both"
 filter = "all"
 mailbox = "{email}"
 time_zone = "{time_zone}"
+mailbox_kind = "{kind}"
 """
 
 
-def write_config(sandbox: Sandbox, spec: dict, path: Path, store: Path, env=None, users: str | None = None) -> Path:
-    """A config for ``sandbox``; puts the sandbox's secrets into ``env`` (default: this process's
-    environment), never into the file. ``users`` replaces the generated [[users]] blocks."""
+def write_config(sandbox: Sandbox, spec: dict, path: Path, store: Path, env=None, users: str | None = None,
+                 default_kind: str = "ews") -> Path:
+    """A config for ``sandbox`` (its EWS and Graph servers both configured; each seeded user on the kind the
+    seed gives, ``default_kind`` for the others); puts the sandbox's secrets into ``env`` (default: this
+    process's environment), never into the file. ``users`` replaces the generated [[users]] blocks."""
     env = os.environ if env is None else env
     info = sandbox.connection_info()
+    graph = info["graph"]
     env["CALSYNC_SF_SESSION_ID"] = info["salesforce"]["session_id"]
     env["CALSYNC_EWS_PASSWORD"] = info["exchange"]["password"]
+    env["CALSYNC_GRAPH_CERTIFICATE"] = Path(graph["certificate_file"]).read_text()
     if users is None:
-        users = "".join(USER_BLOCK.format(email=u["email"].lower(), time_zone=u.get("time_zone", "UTC"))
+        users = "".join(USER_BLOCK.format(email=u["email"].lower(), time_zone=u.get("time_zone", "UTC"),
+                                          kind=u.get("mailbox_kind", default_kind))
                         for u in spec.get("users", []))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DEMO_CONFIG.format(
         store=store, instance_url=info["salesforce"]["instance_url"],
         ca_file=info["salesforce"]["ca_file"], endpoint=info["exchange"]["endpoint"],
-        username=info["exchange"]["username"], users=users,
+        username=info["exchange"]["username"], tenant_id=graph["tenant_id"], client_id=graph["client_id"],
+        login_url=graph["authority"].rsplit("/", 1)[0], graph_url=graph["graph_url"],
+        graph_ca_file=graph["ca_file"], default_kind=default_kind, users=users,
     ))
     return path
 
@@ -84,7 +101,8 @@ def run_demo(seed: Path | None = None, store: Path | None = None, today: date | 
     with Sandbox(DATA / "run" / "sandbox") as sandbox:
         sandbox.seed(spec, today)
         config = write_config(sandbox, spec, DATA / "demo.toml", store)
-        print(f"sandbox: Salesforce {sandbox.salesforce.instance_url}, Exchange {sandbox.exchange.url}")
+        print(f"sandbox: Salesforce {sandbox.salesforce.instance_url}, Exchange (EWS) {sandbox.exchange.url},"
+              f" Exchange Online (Graph) {sandbox.graph.graph_url}")
         print(f"config:  {config}\n")
         first = sync_flow(str(config), today)
         print("\n== first run", first["run_id"], first["status"])

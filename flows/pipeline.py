@@ -102,7 +102,7 @@ def mailbox_connectors(cfg: Config) -> dict[str, MailboxConnector]:
             client_secret=g.client_secret.get() if g.client_secret else None,
             authority_host=g.authority_host, graph_url=g.graph_url,
             ca_file=str(g.ca_file) if g.ca_file else None, time_zones=zones,
-            internal_domains=domains, max_wait_s=g.max_retry_wait_s,
+            internal_domains=domains, max_wait_s=g.max_retry_wait_s, batch_size=min(cfg.sync.batch_size, 20),
         )
     return out
 

@@ -817,6 +817,7 @@ def item_to_json(item: Item) -> dict:
         "recurrence": item.recurrence.to_json() if item.recurrence else None,
         "deleted_occurrences": sorted(fmt_dt(d) for d in item.deleted_occurrences),
         "modified_occurrences": sorted(fmt_dt(d) for d in item.modified_occurrences),
+        "extended_properties": dict(item.extended_properties),  # Graph singleValueExtendedProperties
     }
 
 

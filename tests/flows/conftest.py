@@ -1,11 +1,16 @@
 """End-to-end fixtures: the sandbox servers, a config pointing at them, and the real clients.
 
-Tests change the calendars the way a person would: through simple-salesforce and exchangelib,
-never through our connectors.
+Tests change the calendars the way a person would: through simple-salesforce, and through exchangelib
+or Microsoft Graph (``World.person``) as the mailbox's kind is, never through our connectors.
+
+The mailboxes are of kind ``ews`` unless a test module asks for both kinds:
+
+    pytestmark = pytest.mark.parametrize("mailbox_kind", MAILBOX_KINDS, indirect=True)
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +24,7 @@ from flows.sync import run_sync
 from sandbox import Sandbox
 
 TODAY = datetime.now(timezone.utc).date()
+MAILBOX_KINDS = ["ews", "graph"]
 ALICE_, BOB_ = "alice@example.com", "bob@example.com"
 
 
@@ -68,17 +74,51 @@ class World:
     env: dict[str, str] = field(default_factory=dict)
     today: date = TODAY
     config_path: Path | None = None
+    kind: str = "ews"  # the kind of every mailbox the fixture made (a user block may say otherwise)
 
     def configure(self, *blocks: str, extra: str = "", exchange: str = "max_retry_wait_s = 2") -> Path:
-        """Write the config; ``extra`` goes into [sync], ``exchange`` into [exchange]."""
+        """Write the config; ``extra`` goes into [sync], ``exchange`` into [exchange] and [graph]."""
         users = "".join(blocks) or (user_block(ALICE_, time_zone="Europe/Berlin")
                                     + user_block(BOB_, time_zone="America/New_York"))
         self.config_path = write_config(self.sb, {}, self.tmp / "calsync.toml", self.tmp / "calsync.duckdb",
-                                        env=self.env, users=users)
+                                        env=self.env, users=users, default_kind=self.kind)
         text = self.config_path.read_text()
-        text = text.replace("[sync]\n", "[sync]\n" + extra + "\n").replace("[exchange]\n", "[exchange]\n" + exchange + "\n")
+        text = (text.replace("[sync]\n", "[sync]\n" + extra + "\n")
+                .replace("[exchange]\n", "[exchange]\n" + exchange + "\n")
+                .replace("[graph]\n", "[graph]\n" + exchange + "\n"))
         self.config_path.write_text(text)
         return self.config_path
+
+    def add_mailbox(self, email: str, time_zone: str = "UTC") -> None:
+        """A mailbox of the world's kind (not synced until configured)."""
+        self.sb.exchange.org.add_mailbox(email, time_zone=time_zone, kind=self.kind)
+
+    @property
+    def create_route(self) -> str:
+        """The fault-injection route of a mailbox create: EWS CreateItem, or Graph's POST of an event."""
+        return "CreateItem" if self.kind == "ews" else "POST /v1.0/users"
+
+    def native_id(self, store_id: str, mailbox: str = ALICE_) -> str:
+        """The id the mailbox's protocol gives a stored item (Graph's REST form of the EWS id)."""
+        from sandbox.graph.events import rest_id
+
+        return rest_id(store_id) if self.sb.exchange.org.mailbox(mailbox).kind == "graph" else store_id
+
+    def person(self, mailbox: str) -> "Person":
+        """The mailbox's owner, editing through the protocol of its kind (exchangelib or Graph)."""
+        kind = self.sb.exchange.org.mailbox(mailbox).kind
+        return EwsPerson(self, mailbox) if kind == "ews" else GraphPerson(self, mailbox)
+
+    def mail_invitees(self, item: dict) -> list[str]:
+        """Whom a mail item lists for the meeting: its attendees, and on Exchange Online the external invitees
+        calsync recorded instead of inviting them (C24)."""
+        from connectors.graph import EXTERNALS_PROPERTY
+
+        emails = {a["email"] for a in item["required_attendees"] + item["optional_attendees"]}
+        recorded = item.get("extended_properties", {}).get(EXTERNALS_PROPERTY)
+        if recorded:
+            emails |= {e.lower() for e in json.loads(recorded)}
+        return sorted(emails)
 
     def sync(self, today: date | None = None, allow_deletes: bool = False) -> dict:
         if self.config_path is None:
@@ -100,7 +140,7 @@ class World:
         return Salesforce(instance_url=self.sb.salesforce.instance_url, session_id=self.sb.salesforce.session_id,
                           session=self.sb.salesforce.client_session(), version="59.0")
 
-    def account(self, mailbox: str):
+    def account(self, mailbox: str):  # an EWS mailbox's owner, through exchangelib (see also ``person``)
         from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials, Version
         from exchangelib.version import EXCHANGE_2016
 
@@ -122,15 +162,85 @@ class World:
         return items
 
 
+class Person:
+    """A mailbox's owner changing an item the way Outlook would, through the mailbox's own protocol."""
+
+    def __init__(self, world: World, mailbox: str) -> None:
+        self.world, self.mailbox = world, mailbox
+
+    def item_id(self, **match) -> str:
+        """The store id of the one calendar item whose fields equal ``match``."""
+        return one(self.world.mail_items(self.mailbox), **match)["id"]
+
+    def edit(self, item_id: str, **changes) -> None:
+        """Change ``subject``, ``start``, ``end`` and/or ``body`` of an item."""
+        raise NotImplementedError
+
+    def delete(self, item_id: str) -> None:
+        raise NotImplementedError
+
+
+class EwsPerson(Person):
+    def _item(self, item_id: str):
+        return self.world.account(self.mailbox).calendar.get(id=item_id)
+
+    def edit(self, item_id: str, **changes) -> None:
+        item = self._item(item_id)
+        for name, value in changes.items():
+            setattr(item, name, value)
+        item.save(update_fields=list(changes))
+
+    def delete(self, item_id: str) -> None:
+        self._item(item_id).delete()
+
+
+class GraphPerson(Person):
+    def _call(self, method: str, item_id: str, body: dict | None = None) -> None:
+        import msal
+
+        from sandbox.graph.events import rest_id
+
+        g = self.world.sb.graph
+        session = g.client_session()
+        app = msal.ConfidentialClientApplication(g.client_id, authority=g.authority, client_credential=g.client_secret,
+                                                 http_client=session, instance_discovery=False)
+        token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+        r = session.request(method, f"{g.graph_url}/users/{self.mailbox}/events/{rest_id(item_id)}", json=body,
+                            headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code in (200, 204), r.text
+
+    def edit(self, item_id: str, **changes) -> None:
+        body: dict = {}
+        for name, value in changes.items():
+            if name in ("start", "end"):
+                body[name] = {"dateTime": value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}
+            elif name == "body":
+                body["body"] = {"contentType": "text", "content": value}
+            else:
+                body[name] = value
+        self._call("PATCH", item_id, body)
+
+    def delete(self, item_id: str) -> None:
+        self._call("DELETE", item_id)
+
+
 @pytest.fixture
-def world(tmp_path: Path):
+def mailbox_kind(request) -> str:
+    """The kind of the world's mailboxes: ``ews`` unless the test is parametrised over MAILBOX_KINDS."""
+    return getattr(request, "param", "ews")
+
+
+@pytest.fixture
+def world(tmp_path: Path, mailbox_kind: str):
     with Sandbox(tmp_path / "sandbox") as sb:
         spec = {
             "org": {"shared_activities": True},
-            "users": [{"email": "alice@example.com", "name": "Alice Adams", "time_zone": "Europe/Berlin"},
-                      {"email": "bob@example.com", "name": "Bob Brown", "time_zone": "America/New_York"}],
+            "users": [{"email": "alice@example.com", "name": "Alice Adams", "time_zone": "Europe/Berlin",
+                       "mailbox_kind": mailbox_kind},
+                      {"email": "bob@example.com", "name": "Bob Brown", "time_zone": "America/New_York",
+                       "mailbox_kind": mailbox_kind}],
             "contacts": [{"email": "carol@customer.example", "last_name": "Customer", "owner": "alice@example.com"}],
             "leads": [{"email": "frank@prospect.example", "last_name": "Prospect", "owner": "alice@example.com"}],
         }
         ids = sb.seed(spec, TODAY)
-        yield World(sb, tmp_path, ids)
+        yield World(sb, tmp_path, ids, kind=mailbox_kind)

@@ -10,7 +10,10 @@ import pytest
 from connectors.errors import ApiLimitExceeded, RetriableError
 from flows.config import load_config
 from flows.replay import NotReplayable, replay
-from tests.flows.conftest import at
+from tests.flows.conftest import MAILBOX_KINDS, at
+
+# Replays hold for mailboxes on Exchange Server (EWS) and on Exchange Online (Microsoft Graph) alike.
+pytestmark = pytest.mark.parametrize("mailbox_kind", MAILBOX_KINDS, indirect=True)
 
 ALICE = "alice@example.com"
 N = 5
@@ -31,11 +34,11 @@ def _sf_subjects(world, prefix):
 @pytest.mark.parametrize("k", [0, 2, 4])
 @pytest.mark.parametrize("kind", ["drop_after_write", "http_503"])
 def test_load_dies_after_k_email_writes_then_replay_completes(world, k, kind):
-    """Salesforce -> email: the (k+1)-th CreateItem fails (its reply lost, or refused)."""
+    """Salesforce -> email: the (k+1)-th mailbox create fails (its reply lost, or refused)."""
     world.configure(extra="batch_size = 1")
     for n in range(N):
         world.sb.salesforce.org.add_event(world.ids[ALICE], f"Replay me {n}", at(n + 1, 9), at(n + 1, 10))
-    world.sb.faults.add(kind, count=50, route="CreateItem", after=k)
+    world.sb.faults.add(kind, count=50, route=world.create_route, after=k)
     first = world.sync()
     assert first["status"] == "partial", first
     world.sb.faults.clear()
@@ -106,7 +109,7 @@ def test_daily_api_limit_stops_cleanly_and_replays_later(world):
 def test_a_newer_run_makes_an_older_one_unreplayable(world):
     world.configure(extra="batch_size = 1")
     world.sb.salesforce.org.add_event(world.ids[ALICE], "Older", at(1, 9), at(1, 10))
-    world.sb.faults.add("http_503", count=50, route="CreateItem")
+    world.sb.faults.add("http_503", count=50, route=world.create_route)
     first = world.sync()
     world.sb.faults.clear()
     world.sync()
