@@ -11,6 +11,7 @@ The mailboxes are of kind ``ews`` unless a test module asks for both kinds:
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -78,8 +79,9 @@ class World:
 
     def configure(self, *blocks: str, extra: str = "", exchange: str = "max_retry_wait_s = 2") -> Path:
         """Write the config; ``extra`` goes into [sync], ``exchange`` into [exchange] and [graph]."""
-        users = "".join(blocks) or (user_block(ALICE_, time_zone="Europe/Berlin")
-                                    + user_block(BOB_, time_zone="America/New_York"))
+        kind_of = self.sb.exchange.org.mailbox
+        users = "".join(blocks) or (user_block(ALICE_, time_zone="Europe/Berlin", mailbox_kind=kind_of(ALICE_).kind)
+                                    + user_block(BOB_, time_zone="America/New_York", mailbox_kind=kind_of(BOB_).kind))
         self.config_path = write_config(self.sb, {}, self.tmp / "calsync.toml", self.tmp / "calsync.duckdb",
                                         env=self.env, users=users, default_kind=self.kind)
         text = self.config_path.read_text()
@@ -179,6 +181,10 @@ class Person:
     def delete(self, item_id: str) -> None:
         raise NotImplementedError
 
+    def invite(self, subject: str, start: datetime, end: datetime, attendees: list[str]) -> None:
+        """Organise a meeting and send it to ``attendees``, as Outlook does."""
+        raise NotImplementedError
+
 
 class EwsPerson(Person):
     def _item(self, item_id: str):
@@ -193,9 +199,18 @@ class EwsPerson(Person):
     def delete(self, item_id: str) -> None:
         self._item(item_id).delete()
 
+    def invite(self, subject: str, start: datetime, end: datetime, attendees: list[str]) -> None:
+        from exchangelib import CalendarItem
+        from exchangelib.properties import Attendee, Mailbox
+
+        account = self.world.account(self.mailbox)
+        item = CalendarItem(account=account, folder=account.calendar, subject=subject, start=start, end=end,
+                            required_attendees=[Attendee(mailbox=Mailbox(email_address=a)) for a in attendees])
+        item.save(send_meeting_invitations="SendToAllAndSaveCopy")
+
 
 class GraphPerson(Person):
-    def _call(self, method: str, item_id: str, body: dict | None = None) -> None:
+    def _call(self, method: str, item_id: str | None, body: dict | None = None) -> None:
         import msal
 
         from sandbox.graph.events import rest_id
@@ -205,9 +220,9 @@ class GraphPerson(Person):
         app = msal.ConfidentialClientApplication(g.client_id, authority=g.authority, client_credential=g.client_secret,
                                                  http_client=session, instance_discovery=False)
         token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
-        r = session.request(method, f"{g.graph_url}/users/{self.mailbox}/events/{rest_id(item_id)}", json=body,
-                            headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code in (200, 204), r.text
+        url = f"{g.graph_url}/users/{self.mailbox}/events" + (f"/{rest_id(item_id)}" if item_id else "")
+        r = session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code in (200, 201, 204), r.text
 
     def edit(self, item_id: str, **changes) -> None:
         body: dict = {}
@@ -223,6 +238,12 @@ class GraphPerson(Person):
     def delete(self, item_id: str) -> None:
         self._call("DELETE", item_id)
 
+    def invite(self, subject: str, start: datetime, end: datetime, attendees: list[str]) -> None:
+        when = {k: {"dateTime": v.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}
+                for k, v in (("start", start), ("end", end))}
+        self._call("POST", None, {"subject": subject, **when, "attendees": [
+            {"emailAddress": {"address": a}, "type": "required"} for a in attendees]})
+
 
 @pytest.fixture
 def mailbox_kind(request) -> str:
@@ -232,15 +253,28 @@ def mailbox_kind(request) -> str:
 
 @pytest.fixture
 def world(tmp_path: Path, mailbox_kind: str):
+    with make_world(tmp_path, {ALICE_: mailbox_kind, BOB_: mailbox_kind}) as w:
+        yield w
+
+
+@pytest.fixture
+def hybrid(tmp_path: Path):
+    """A hybrid organisation: Alice's mailbox on Exchange Server (EWS), Bob's in Exchange Online (Graph)."""
+    with make_world(tmp_path, {ALICE_: "ews", BOB_: "graph"}) as w:
+        yield w
+
+
+@contextmanager
+def make_world(tmp_path: Path, kinds: dict[str, str]):
     with Sandbox(tmp_path / "sandbox") as sb:
         spec = {
             "org": {"shared_activities": True},
             "users": [{"email": "alice@example.com", "name": "Alice Adams", "time_zone": "Europe/Berlin",
-                       "mailbox_kind": mailbox_kind},
+                       "mailbox_kind": kinds[ALICE_]},
                       {"email": "bob@example.com", "name": "Bob Brown", "time_zone": "America/New_York",
-                       "mailbox_kind": mailbox_kind}],
+                       "mailbox_kind": kinds[BOB_]}],
             "contacts": [{"email": "carol@customer.example", "last_name": "Customer", "owner": "alice@example.com"}],
             "leads": [{"email": "frank@prospect.example", "last_name": "Prospect", "owner": "alice@example.com"}],
         }
         ids = sb.seed(spec, TODAY)
-        yield World(sb, tmp_path, ids, kind=mailbox_kind)
+        yield World(sb, tmp_path, ids, kind=kinds[ALICE_])
