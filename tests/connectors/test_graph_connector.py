@@ -158,3 +158,151 @@ def test_error_bodies_are_read_from_responses_and_batch_answers():
     assert error_of(answer) == (404, "ErrorItemNotFound", "The specified object was not found in the store.")
     assert error_of({"id": "2", "status": 502, "body": None}) == (502, "HTTP502", "")
 
+
+
+# --------------------------------------------------------------------------- against the Graph sandbox
+
+import polars as pl  # noqa: E402
+
+from connectors.errors import FatalError, RetriableError  # noqa: E402
+from connectors.graph import GraphConnector  # noqa: E402
+from sandbox import Sandbox  # noqa: E402
+from transforms.schema import DELTA_SCHEMA, conform  # noqa: E402
+
+BOB, CAL, CUST = "bob@example.com", "cal@example.com", "carol@customer.example"
+WS, WE = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC)
+
+
+def u(*parts):
+    return datetime(*parts, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    with Sandbox(tmp_path_factory.mktemp("graph")) as box:
+        yield box
+
+
+@pytest.fixture
+def org(sb):
+    sb.reset()
+    sb.graph.reset_settings()
+    sb.clock.set(u(2024, 5, 2, 12))
+    for m in (ANN, BOB, CAL):
+        sb.org.add_mailbox(m, time_zone="Europe/Berlin" if m == ANN else "UTC", kind="graph")
+    return sb.org
+
+
+def connector(sb, **kw):
+    g = sb.graph
+    kw.setdefault("certificate_pem", g.certificate_file.read_text())
+    kw.setdefault("max_wait_s", 2)
+    return GraphConnector(g.tenant_id, g.client_id, authority_host=g.login_url, graph_url=g.graph_url,
+                          ca_file=str(g.ca_file), internal_domains=["example.com"], **kw)
+
+
+@pytest.fixture
+def conn(sb, org):
+    c = connector(sb)
+    yield c
+    c.close()
+
+
+def deltas(*rows):
+    base = {"user_key": ANN, "target_side": "email", "mailbox": ANN, "is_all_day": False, "is_private": False,
+            "description": "", "invitees": []}
+    return conform(pl.DataFrame([{**base, **r} for r in rows], schema_overrides=DELTA_SCHEMA, strict=False),
+                   DELTA_SCHEMA)
+
+
+def inv(email, record_type="contact"):
+    return {"email": email, "response": "none", "record_id": None, "record_type": record_type}
+
+
+def test_a_client_secret_works_too(sb, org):
+    org.add_item(ANN, "Hello", u(2024, 5, 6, 9), u(2024, 5, 6, 10))
+    with connector(sb, certificate_pem=None, client_secret=sb.graph.client_secret) as c:
+        assert c.read(ANN, ANN, WS, WE).events["subject"].to_list() == ["Hello"]
+
+
+def test_a_refused_credential_is_fatal_and_never_echoes_the_secret(sb, org):
+    with connector(sb, certificate_pem=None, client_secret="not-the-secret~x") as c:
+        with pytest.raises(FatalError) as err:
+            c.read(ANN, ANN, WS, WE)
+    text = str(err.value)
+    assert "AADSTS7000215" in text and sb.graph.client_id in text and sb.graph.tenant_id in text
+    assert "not-the-secret" not in text
+
+
+def test_an_expired_token_is_renewed_without_failing_the_run(sb, org, conn):
+    org.add_item(ANN, "Hello", u(2024, 5, 6, 9), u(2024, 5, 6, 10))
+    assert conn.read(ANN, ANN, WS, WE).events.height == 1
+    first = len(sb.graph.identity.token_requests)
+    sb.clock.advance(timedelta(hours=2))  # the sandbox judges tokens on its own clock: this one is expired
+    assert conn.read(ANN, ANN, WS, WE).events.height == 1
+    assert len(sb.graph.identity.token_requests) == first + 1  # one 401, one fresh token, the read goes on
+
+
+def test_a_mailbox_outside_the_apps_scope_is_refused_alone(sb, org, conn):
+    org.add_item(BOB, "Bob's", u(2024, 5, 6, 9), u(2024, 5, 6, 10))
+    sb.graph.set_mailbox_scope([BOB])
+    with pytest.raises(FatalError, match=f"may not open mailbox {ANN}.*scope"):
+        conn.read(ANN, ANN, WS, WE)
+    assert conn.read(BOB, BOB, WS, WE).events["subject"].to_list() == ["Bob's"]
+    out = conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "x", "start": u(2024, 5, 7, 9),
+                             "end": u(2024, 5, 7, 10)}))
+    assert out["status"].to_list() == ["failed"] and out["error"][0].startswith("mailbox_access")
+
+
+def test_an_on_premises_mailbox_says_to_use_ews(sb, org, conn):
+    org.add_mailbox("onprem@example.com", kind="ews")
+    with pytest.raises(FatalError, match='mailbox_kind = "ews"'):
+        conn.read("onprem@example.com", "onprem@example.com", WS, WE)
+
+
+def test_an_unreachable_graph_is_retriable_and_names_the_url(sb, org):
+    c = connector(sb)
+    c.http.base = "https://127.0.0.1:1/v1.0"  # nothing listens there
+    with pytest.raises(RetriableError, match="127.0.0.1:1"):
+        c.read(ANN, ANN, WS, WE)
+
+
+def test_c24_externals_follow_salesforce_on_updates_without_being_mailed(sb, org, conn):
+    created = conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "Renewal", "start": u(2024, 5, 8, 9),
+                                 "end": u(2024, 5, 8, 10), "invitees": [inv(BOB, "user"), inv(CUST)]}))
+    item_id = created["new_id"][0]
+    [row] = conn.read(ANN, ANN, WS, WE).events.to_dicts()
+    assert sorted(i["email"] for i in row["invitees"]) == [BOB, CUST]
+    assert [i["recipient"] for i in org.invitations()] == [BOB]
+    # a second external is added in Salesforce, the first removed: the record follows, nobody external mailed
+    out = conn.apply(deltas({"delta_id": "u", "op": "update", "target_id": item_id, "target_version": row["version"],
+                             "subject": "Renewal", "start": row["start"], "end": row["end"],
+                             "invitees": [inv(BOB, "user"), inv("dan@partner.example")]}))
+    assert out["status"].to_list() == ["applied"], out
+    [after] = conn.read(ANN, ANN, WS, WE).events.to_dicts()
+    assert sorted(i["email"] for i in after["invitees"]) == [BOB, "dan@partner.example"]
+    assert {i["recipient"] for i in org.invitations()} == {BOB}
+    [raw] = org.items(ANN)
+    assert [a["email"] for a in raw["required_attendees"]] == [BOB]
+
+
+def test_a_replayed_create_makes_no_second_event(sb, org, conn):
+    """A lost reply: the same delta is applied again (its transactionId is the delta id)."""
+    d = deltas({"delta_id": "0123abcd", "op": "create", "subject": "Once", "start": u(2024, 5, 8, 9),
+                "end": u(2024, 5, 8, 10), "invitees": [inv(BOB, "user")]})
+    sb.faults.add("drop_after_write", count=1, route="POST /v1.0/users")
+    lost = conn.apply(d)
+    assert lost["status"].to_list() == ["failed"] and lost["retriable"][0]
+    again = conn.apply(d)
+    assert again["status"].to_list() == ["applied"]
+    assert [i["subject"] for i in org.items(ANN)] == ["Once"]
+    assert [i["recipient"] for i in org.invitations()] == [BOB]  # and Bob was invited once
+
+
+def test_a_batch_is_one_call_and_twenty_requests_at_most(sb, org, conn):
+    before = sb.graph.calls()
+    out = conn.apply(deltas(*({"delta_id": f"c{i:02d}", "op": "create", "subject": f"E{i}", "start": u(2024, 5, 8, 9),
+                               "end": u(2024, 5, 8, 10)} for i in range(25))))
+    assert out["status"].to_list() == ["applied"] * 25
+    assert sb.graph.calls() - before == 2 == conn.api_calls  # two $batch calls (20 + 5); tokens not counted
+    assert len(org.items(ANN)) == 25
