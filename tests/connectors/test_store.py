@@ -64,6 +64,34 @@ def test_version_1_store_migrates_digests_exactly_and_marks_pairs_for_translatio
         assert store.one("SELECT count(*) FROM schema_version WHERE version = 2") == (1,)
 
 
+def test_version_2_store_gains_graph_calls_and_remembers_its_mailboxes_were_ews(tmp_path):
+    """Schema 3: runs.graph_api_calls, and mailbox_kinds, which a version-2 store fills with 'ews' for every
+    mailbox it has pairs with (before Graph, every mailbox was reached through EWS)."""
+    from connectors.store import _TABLES
+
+    path = tmp_path / "v2.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    con.execute("INSERT INTO schema_version VALUES (1), (2)")
+    for name, cols in _TABLES.items():
+        if name == "runs":
+            cols = cols.replace(",\n        graph_api_calls BIGINT", "")
+        if name != "mailbox_kinds":
+            con.execute(f"CREATE TABLE {name} ({cols})")
+    assert "graph_api_calls" not in [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+    con.execute("INSERT INTO pairs (pair_id, user_key, mailbox, sf_id, email_id) VALUES"
+                " ('p1', 'a@x.com', 'a@x.com', '00U1', 'AAMk1'), ('p2', 'a@x.com', 'a@x.com', '00U2', 'AAMk2')")
+    con.close()
+    with Store(path) as store:
+        assert store.one("SELECT max(version) FROM schema_version") == (3,)
+        assert store.mailbox_kinds() == {"a@x.com": "ews"}
+        store.start_run("r1", "sync", date(2026, 12, 2))
+        store.finish_run("r1", "succeeded", graph_api_calls=7)
+        assert store.one("SELECT graph_api_calls FROM v_api_calls") == (7,)
+        store.set_mailbox_kinds({"a@x.com": "graph", "b@x.com": "ews"}, "r1")
+        assert store.mailbox_kinds() == {"a@x.com": "graph", "b@x.com": "ews"}
+
+
 def test_snapshot_keeps_no_private_details(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         store.start_run("r1", "sync", date(2026, 11, 24))
