@@ -94,6 +94,7 @@ from exchangelib.version import EXCHANGE_2016
 from connectors.errors import FatalError, RetriableError
 from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox kind, re-exported
     ItemProblem,
+    Ledger,
     MailboxRead,
     delta_emails,
     matches_key,
@@ -101,7 +102,6 @@ from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox
     overlaps,
     rows_to_frame,
 )
-from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform
 from connectors import exchange_fastparse
 
 exchange_fastparse.install()
@@ -880,32 +880,12 @@ class ExchangeConnector:
         internal_set = {e.lower() for e in internal}
         opted_in = {m.lower() for m in send_external}
         directory = None if directory_emails is None else {e.lower() for e in directory_emails}
-        records = deltas.to_dicts()
-        total = len(records)
-        outcomes: dict[str, dict] = {}
+        ledger = Ledger(deltas)
+        record, outcomes, total = ledger.record, ledger.outcomes, ledger.total
         stop: str | None = None  # set once Exchange stays unavailable: the rest fails retriable
-
-        def record(delta: dict, status: str, error: str | None = None, *, retriable: bool = False,
-                   new_id: str | None = None, new_version: str | None = None) -> None:
-            outcomes[delta["delta_id"]] = {
-                "delta_id": delta["delta_id"],
-                "status": status,
-                "error": error,
-                "retriable": retriable,
-                "new_id": new_id if new_id is not None else delta.get("target_id"),
-                "new_version": new_version,
-            }
-
         groups: dict[str, list[dict]] = {}
-        for delta in records:
-            if delta.get("target_side") != "email":
-                record(delta, "skipped", "wrong_side: not an email delta")
-            elif delta["op"] in ("pair", "unpair"):
-                record(delta, "applied")
-            elif not delta.get("mailbox"):
-                record(delta, "failed", "no_mailbox: the delta names no mailbox")
-            else:
-                groups.setdefault(delta["mailbox"].lower(), []).append(delta)
+        for delta in ledger.writes():
+            groups.setdefault(delta["mailbox"].lower(), []).append(delta)
         if progress and outcomes:
             progress(len(outcomes), total)
 
@@ -926,37 +906,22 @@ class ExchangeConnector:
                             except FatalError as fatal:
                                 # Writes made before the failure must still be recorded: the frame
                                 # rides on the error, the deltas not written are failed in it.
-                                for d in records:
-                                    if d["delta_id"] not in outcomes:
-                                        record(d, "failed", f"fatal: {fatal}")
-                                fatal.outcomes = self._outcome_frame(records, outcomes)  # type: ignore[attr-defined]
+                                ledger.fail_rest(f"fatal: {fatal}")
+                                fatal.outcomes = ledger.frame()  # type: ignore[attr-defined]
                                 raise
                         except Exception as exc:  # noqa: BLE001 - whole-request failure, classified
                             if type(exc).__name__ in MAILBOX_ACCESS_CODES:
-                                for d in batch:
-                                    if d["delta_id"] not in outcomes:
-                                        record(d, "failed", f"mailbox_access: {error_text(exc)}")
+                                ledger.fail_rest(f"mailbox_access: {error_text(exc)}", among=batch)
                             elif is_retriable(exc):
                                 stop = error_text(exc)
                             else:
-                                for d in batch:
-                                    if d["delta_id"] not in outcomes:
-                                        record(d, "failed", error_text(exc))
+                                ledger.fail_rest(error_text(exc), among=batch)
                     if stop is not None:
-                        for d in batch:
-                            if d["delta_id"] not in outcomes:
-                                record(d, "failed", f"retriable: {stop}", retriable=True)
+                        ledger.fail_rest(f"retriable: {stop}", retriable=True, among=batch)
                     if progress:
                         progress(len(outcomes), total)
 
-        return self._outcome_frame(records, outcomes)
-
-    @staticmethod
-    def _outcome_frame(records: list[dict], outcomes: dict[str, dict]) -> pl.DataFrame:
-        rows = [outcomes[d["delta_id"]] for d in records]
-        if not rows:
-            return conform(pl.DataFrame(schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
-        return conform(pl.DataFrame(rows, schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
+        return ledger.frame()
 
     # ---------------------------------------------------------------- writers
 

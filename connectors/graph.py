@@ -66,6 +66,7 @@ import requests
 from connectors.errors import FatalError, RetriableError
 from connectors.mailbox import (
     ItemProblem,
+    Ledger,
     MailboxRead,
     delta_emails,
     matches_key,
@@ -73,7 +74,6 @@ from connectors.mailbox import (
     plain_text,
     rows_to_frame,
 )
-from transforms.schema import OUTCOME_SCHEMA, conform
 
 log = logging.getLogger(__name__)
 
@@ -733,59 +733,33 @@ class GraphConnector:
         internal_set = {e.lower() for e in internal}
         opted_in = {m.lower() for m in send_external}
         directory = None if directory_emails is None else {e.lower() for e in directory_emails}
-        records = deltas.to_dicts()
-        outcomes: dict[str, dict] = {}
-
-        def record(delta: dict, status: str, error: str | None = None, *, retriable: bool = False,
-                   new_id: str | None = None, new_version: str | None = None) -> None:
-            outcomes[delta["delta_id"]] = {
-                "delta_id": delta["delta_id"], "status": status, "error": error, "retriable": retriable,
-                "new_id": new_id if new_id is not None else delta.get("target_id"), "new_version": new_version,
-            }
-
+        ledger = Ledger(deltas)
         todo: dict[str, list[dict]] = {"delete": [], "update": [], "create": []}
-        for delta in records:
-            if delta.get("target_side") != "email":
-                record(delta, "skipped", "wrong_side: not an email delta")
-            elif delta["op"] in ("pair", "unpair"):
-                record(delta, "applied")
-            elif not delta.get("mailbox"):
-                record(delta, "failed", "no_mailbox: the delta names no mailbox")
-            elif delta["op"] in todo:
+        for delta in ledger.writes():
+            if delta["op"] in todo:
                 todo[delta["op"]].append(delta)
             else:
-                record(delta, "failed", f"unknown_op: {delta['op']}")
+                ledger.record(delta, "failed", f"unknown_op: {delta['op']}")
 
         def tick() -> None:
             if progress:
-                progress(len(outcomes), len(records))
+                progress(ledger.done, ledger.total)
 
         tick()
-        writes = _Writes(self, internal_set, opted_in, directory, record, tick)
+        writes = _Writes(self, internal_set, opted_in, directory, ledger.record, tick)
         try:
             current = writes.read_targets(todo["delete"] + todo["update"])
             writes.delete(todo["delete"], current)
             writes.update(todo["update"], current)
             writes.create(todo["create"])
         except _StopCalling as exc:
-            for d in records:
-                if d["delta_id"] not in outcomes:
-                    record(d, "failed", f"retriable: {exc}; retry or replay", retriable=True)
+            ledger.fail_rest(f"retriable: {exc}; retry or replay", retriable=True)
         except FatalError as fatal:
-            for d in records:
-                if d["delta_id"] not in outcomes:
-                    record(d, "failed", f"fatal: {fatal}")
-            fatal.outcomes = self._outcome_frame(records, outcomes)  # type: ignore[attr-defined]
+            ledger.fail_rest(f"fatal: {fatal}")
+            fatal.outcomes = ledger.frame()  # type: ignore[attr-defined]
             raise
         tick()
-        return self._outcome_frame(records, outcomes)
-
-    @staticmethod
-    def _outcome_frame(records: list[dict], outcomes: dict[str, dict]) -> pl.DataFrame:
-        rows = [outcomes[d["delta_id"]] for d in records]
-        if not rows:
-            return conform(pl.DataFrame(schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
-        return conform(pl.DataFrame(rows, schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
+        return ledger.frame()
 
 
 @dataclass

@@ -86,6 +86,56 @@ def matches_key(row: dict, subject: str, start: dt.datetime, end: dt.datetime, i
             and normalise_subject(row["subject"]) == normalise_subject(subject))
 
 
+class Ledger:
+    """The outcomes of one ``apply``: exactly one ``OUTCOME_SCHEMA`` row per delta, in the order given."""
+
+    def __init__(self, deltas: pl.DataFrame) -> None:
+        self.records = deltas.to_dicts()
+        self.outcomes: dict[str, dict] = {}
+
+    def record(self, delta: dict, status: str, error: str | None = None, *, retriable: bool = False,
+               new_id: str | None = None, new_version: str | None = None) -> None:
+        self.outcomes[delta["delta_id"]] = {
+            "delta_id": delta["delta_id"], "status": status, "error": error, "retriable": retriable,
+            "new_id": new_id if new_id is not None else delta.get("target_id"), "new_version": new_version,
+        }
+
+    def writes(self) -> list[dict]:
+        """Record the deltas that need no mailbox call (another side's, pair bookkeeping, no mailbox named);
+        return the others, in order."""
+        out = []
+        for delta in self.records:
+            if delta.get("target_side") != "email":
+                self.record(delta, "skipped", "wrong_side: not an email delta")
+            elif delta["op"] in ("pair", "unpair"):
+                self.record(delta, "applied")
+            elif not delta.get("mailbox"):
+                self.record(delta, "failed", "no_mailbox: the delta names no mailbox")
+            else:
+                out.append(delta)
+        return out
+
+    def fail_rest(self, error: str, *, retriable: bool = False, among: Iterable[dict] | None = None) -> None:
+        """Fail every delta (of ``among``, default all) that has no outcome yet."""
+        for delta in self.records if among is None else among:
+            if delta["delta_id"] not in self.outcomes:
+                self.record(delta, "failed", error, retriable=retriable)
+
+    @property
+    def done(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def total(self) -> int:
+        return len(self.records)
+
+    def frame(self) -> pl.DataFrame:
+        rows = [self.outcomes[d["delta_id"]] for d in self.records]
+        if not rows:
+            return empty(OUTCOME_SCHEMA)
+        return conform(pl.DataFrame(rows, schema=OUTCOME_SCHEMA), OUTCOME_SCHEMA)
+
+
 # --------------------------------------------------------------------------- the contract
 
 

@@ -242,6 +242,7 @@ import polars as pl  # noqa: E402
 
 from connectors.errors import FatalError  # noqa: E402
 from connectors.exchange import ExchangeConnector  # noqa: E402
+from tests.connectors.mail_builders import by_subject, email_deltas, inv  # noqa: E402
 from transforms.schema import DELTA_SCHEMA, OUTCOME_SCHEMA, conform  # noqa: E402
 
 sandbox_exchange = pytest.importorskip("sandbox.exchange")
@@ -283,18 +284,7 @@ def extract(conn, confirm=None, **kw):
     return conn.extract({ANN: ANN}, WS, WE, confirm_ids=confirm, **kw)
 
 
-def by_subject(frame: pl.DataFrame) -> dict[str, dict]:
-    return {r["subject"]: r for r in frame.to_dicts()}
 
-
-def deltas(*rows: dict) -> pl.DataFrame:
-    base = {"user_key": ANN, "target_side": "email", "mailbox": ANN, "is_all_day": False, "is_private": False,
-            "description": "", "invitees": []}
-    return conform(pl.DataFrame([{**base, **r} for r in rows], schema_overrides=DELTA_SCHEMA, strict=False), DELTA_SCHEMA)
-
-
-def inv(email: str, record_type: str = "contact") -> dict:
-    return {"email": email, "response": "none", "record_id": None, "record_type": record_type}
 
 
 def test_extract_window_edges_all_day_private_and_responses(conn, org):
@@ -362,7 +352,7 @@ def test_apply_create_update_delete_in_bulk_with_per_item_errors(conn, org):
     versions = dict(zip(extract(conn)["native_id"], extract(conn)["version"]))
     seen = []
     out = conn.apply(
-        deltas(
+        email_deltas(
             {"delta_id": "c1", "op": "create", "subject": "New timed", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10),
              "description": "made by sync"},
             {"delta_id": "c2", "op": "create", "subject": "Holiday", "start": u(2024, 5, 9), "end": u(2024, 5, 11),
@@ -403,7 +393,7 @@ def test_apply_create_update_delete_in_bulk_with_per_item_errors(conn, org):
 def test_invitations_reach_internal_mailboxes_only_unless_opted_in(conn, org):
     meeting = {"op": "create", "subject": "Kickoff", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10),
                "invitees": [inv(BOB, "user"), inv(CUST), inv(CAL, "none")]}
-    out = conn.apply(deltas({"delta_id": "c1", **meeting}), internal={CAL})
+    out = conn.apply(email_deltas({"delta_id": "c1", **meeting}), internal={CAL})
     assert out["status"].to_list() == ["applied"]
     assert sorted((i["recipient"], i["kind"]) for i in org.invitations()) == [(BOB, "request"), (CAL, "request")]
     assert [i["subject"] for i in org.items(BOB)] == ["Kickoff"]  # on the colleague's calendar
@@ -413,12 +403,12 @@ def test_invitations_reach_internal_mailboxes_only_unless_opted_in(conn, org):
     org.reset()
     org.add_mailbox(ANN, time_zone="Europe/Berlin")
     org.add_mailbox(BOB)
-    out = conn.apply(deltas({"delta_id": "c2", **meeting}), send_external={ANN})
+    out = conn.apply(email_deltas({"delta_id": "c2", **meeting}), send_external={ANN})
     assert sorted(i["recipient"] for i in org.invitations()) == [BOB, CAL, CUST]
 
 
 def test_external_only_meeting_sends_nothing(conn, org):
-    conn.apply(deltas({"delta_id": "c1", "op": "create", "subject": "Call", "start": u(2024, 5, 8, 9),
+    conn.apply(email_deltas({"delta_id": "c1", "op": "create", "subject": "Call", "start": u(2024, 5, 8, 9),
                        "end": u(2024, 5, 8, 10), "invitees": [inv(CUST), inv(CUST2, "lead")]}))
     assert org.invitations() == []
     assert sorted(i["email"] for i in by_subject(extract(conn))["Call"]["invitees"]) == [CUST, CUST2]
@@ -430,7 +420,7 @@ def test_update_and_delete_of_a_mixed_meeting_notify_internal_attendees_only(con
     org.set_response(ANN, mid, BOB, "Accept")
     before = len(org.invitations())
     row = by_subject(extract(conn))["Review"]
-    out = conn.apply(deltas({"delta_id": "u1", "op": "update", "target_id": mid, "target_version": row["version"],
+    out = conn.apply(email_deltas({"delta_id": "u1", "op": "update", "target_id": mid, "target_version": row["version"],
                              "subject": "Review (moved)", "start": u(2024, 5, 8, 14), "end": u(2024, 5, 8, 15),
                              "invitees": [inv(BOB, "user"), inv(CUST)]}))
     assert out["status"].to_list() == ["applied"], out["error"].to_list()
@@ -441,7 +431,7 @@ def test_update_and_delete_of_a_mixed_meeting_notify_internal_attendees_only(con
     assert {i["email"]: i["response"] for i in row["invitees"]} == {BOB: "accepted", CUST: "none"}  # response kept
 
     before = len(org.invitations())
-    out = conn.apply(deltas({"delta_id": "d1", "op": "delete", "target_id": mid, "target_version": row["version"]}))
+    out = conn.apply(email_deltas({"delta_id": "d1", "op": "delete", "target_id": mid, "target_version": row["version"]}))
     assert out["status"].to_list() == ["applied"]
     assert [(i["recipient"], i["kind"]) for i in org.invitations()[before:]] == [(BOB, "cancellation")]
     assert org.items(BOB) == [] and org.items(ANN) == []
@@ -450,7 +440,7 @@ def test_update_and_delete_of_a_mixed_meeting_notify_internal_attendees_only(con
 def test_update_keeps_attendees_salesforce_cannot_represent(conn, org):
     mid = org.add_item(ANN, "Sync", u(2024, 5, 8, 9), u(2024, 5, 8, 10), required_attendees=[CUST, "stranger@else.org"])
     row = by_subject(extract(conn))["Sync"]
-    out = conn.apply(deltas({"delta_id": "u1", "op": "update", "target_id": mid, "target_version": row["version"],
+    out = conn.apply(email_deltas({"delta_id": "u1", "op": "update", "target_id": mid, "target_version": row["version"],
                              "subject": "Sync", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10),
                              "invitees": [inv(CUST2)]}),
                      directory_emails={CUST, CUST2})
@@ -464,7 +454,7 @@ def test_update_of_an_item_edited_since_extract_fails_as_changed_since_extract(c
     mid = org.add_item(ANN, "Plan", u(2024, 5, 8, 9), u(2024, 5, 8, 10), required_attendees=[BOB])
     stale = by_subject(extract(conn))["Plan"]["version"]
     org.set_response(ANN, mid, BOB, "Decline")  # the item changes on the server after extract
-    out = conn.apply(deltas(
+    out = conn.apply(email_deltas(
         {"delta_id": "u1", "op": "update", "target_id": mid, "target_version": stale, "subject": "Plan B",
          "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10)},
         {"delta_id": "d1", "op": "delete", "target_id": mid, "target_version": stale},
@@ -477,7 +467,7 @@ def test_update_of_an_item_edited_since_extract_fails_as_changed_since_extract(c
 def test_throttled_write_waits_and_succeeds(conn, ex, org):
     ex.faults.add("throttle", count=1, route="CreateItem", backoff_ms=300)
     t0 = time.monotonic()
-    out = conn.apply(deltas({"delta_id": "c1", "op": "create", "subject": "Busy day", "start": u(2024, 5, 8, 9),
+    out = conn.apply(email_deltas({"delta_id": "c1", "op": "create", "subject": "Busy day", "start": u(2024, 5, 8, 9),
                              "end": u(2024, 5, 8, 10)}))
     assert out["status"].to_list() == ["applied"]
     assert time.monotonic() - t0 >= 0.3
@@ -487,7 +477,7 @@ def test_throttled_write_waits_and_succeeds(conn, ex, org):
 def test_throttling_beyond_max_wait_fails_the_rest_retriable(conn, ex, org):
     ex.faults.add("throttle", count=100, route="CreateItem", backoff_ms=800)  # 0.8 s each, max_wait_s=2
     t0 = time.monotonic()
-    out = conn.apply(deltas(
+    out = conn.apply(email_deltas(
         {"delta_id": "p1", "op": "pair", "target_id": "x"},
         *({"delta_id": f"c{i}", "op": "create", "subject": f"E{i}", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10)}
           for i in range(3)),
@@ -508,7 +498,7 @@ def test_bad_credentials_raise_fatal_error_naming_the_account_not_the_password(e
         assert user in str(err.value) and "wrong-Pa55word" not in str(err.value)
         assert "impersonation" in str(err.value).lower()
         with pytest.raises(FatalError):
-            conn.apply(deltas({"delta_id": "c1", "op": "create", "subject": "x", "start": u(2024, 5, 8, 9),
+            conn.apply(email_deltas({"delta_id": "c1", "op": "create", "subject": "x", "start": u(2024, 5, 8, 9),
                                "end": u(2024, 5, 8, 10)}))
     finally:
         conn.close()
@@ -522,7 +512,7 @@ def test_missing_impersonation_right_is_fatal(conn, ex, org):
 
 def test_find_by_key_finds_a_create_that_was_never_recorded(conn, ex, org):
     ex.faults.add("drop_after_write", count=1, route="CreateItem")
-    out = conn.apply(deltas({"delta_id": "c1", "op": "create", "subject": "Lost  reply", "start": u(2024, 5, 8, 9),
+    out = conn.apply(email_deltas({"delta_id": "c1", "op": "create", "subject": "Lost  reply", "start": u(2024, 5, 8, 9),
                              "end": u(2024, 5, 8, 10)}))
     assert out["status"].to_list() == ["failed"] and out["retriable"].to_list() == [True]
     ids = conn.find_by_key(ANN, " Lost reply ", u(2024, 5, 8, 9), u(2024, 5, 8, 10), False)
@@ -553,7 +543,7 @@ def test_credentials_failing_mid_run_keep_the_outcomes_already_written(conn, ex,
 
     try:
         with pytest.raises(FatalError) as err:
-            conn.apply(deltas(*rows), progress=rotate_password)
+            conn.apply(email_deltas(*rows), progress=rotate_password)
     finally:
         org.passwords[user] = original
     outcomes = {r["delta_id"]: r["status"] for r in err.value.outcomes.to_dicts()}
@@ -569,7 +559,7 @@ def test_a_conflict_in_the_middle_of_a_batch_fails_only_that_delta(conn, org):
     # the middle item is then edited on the server:
     with org.lock:
         org.touch(org.find_item(ids[1]))
-    out = conn.apply(deltas(*(
+    out = conn.apply(email_deltas(*(
         {"delta_id": f"u{i}", "op": "update", "target_id": ids[i], "target_version": versions[ids[i]],
          "subject": f"renamed {i}", "start": u(2024, 5, 8, 9 + i), "end": u(2024, 5, 8, 10 + i)} for i in range(3)
     ), {"delta_id": "c1", "op": "create", "subject": "backwards", "start": u(2024, 5, 9, 10), "end": u(2024, 5, 9, 9)},
@@ -618,7 +608,7 @@ def test_api_calls_are_the_soap_requests_the_server_answered(ex, org, auth_type)
         extract(conn)
         after_read = conn.api_calls
         assert after_read == org.calls() > 0
-        conn.apply(deltas(*(_create(i) for i in range(5))))  # 3 CreateItem batches at least
+        conn.apply(email_deltas(*(_create(i) for i in range(5))))  # 3 CreateItem batches at least
         assert conn.api_calls == org.calls() >= after_read + 3
         if auth_type == "ntlm":
             assert any(logon["scheme"] == "ntlm" and logon["ok"] for logon in org.logons)
@@ -627,7 +617,7 @@ def test_api_calls_are_the_soap_requests_the_server_answered(ex, org, auth_type)
 
 def test_api_calls_count_every_attempt_of_a_throttled_request(conn, ex, org):
     ex.faults.add("throttle", count=2, route="CreateItem", backoff_ms=100)
-    conn.apply(deltas(_create(0)))
+    conn.apply(email_deltas(_create(0)))
     assert org.calls_by_operation["CreateItem"] == 3
     assert conn.api_calls == org.calls()
 
@@ -639,7 +629,7 @@ def test_connectors_with_the_same_account_count_only_their_own_requests(conn, ex
         extract(conn)
         mine = conn.api_calls
         extract(other)
-        other.apply(deltas(_create(0)))
+        other.apply(email_deltas(_create(0)))
         assert conn.api_calls == mine  # the other connector's requests are not ours
         assert other.api_calls > 0 and conn.api_calls + other.api_calls == org.calls()
         assert conn.account(ANN).protocol is not other.account(ANN).protocol

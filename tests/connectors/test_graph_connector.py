@@ -162,12 +162,11 @@ def test_error_bodies_are_read_from_responses_and_batch_answers():
 
 # --------------------------------------------------------------------------- against the Graph sandbox
 
-import polars as pl  # noqa: E402
 
 from connectors.errors import FatalError, RetriableError  # noqa: E402
 from connectors.graph import GraphConnector  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
-from transforms.schema import DELTA_SCHEMA, conform  # noqa: E402
+from tests.connectors.mail_builders import email_deltas, inv  # noqa: E402
 
 BOB, CAL, CUST = "bob@example.com", "cal@example.com", "carol@customer.example"
 WS, WE = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC)
@@ -208,15 +207,6 @@ def conn(sb, org):
     c.close()
 
 
-def deltas(*rows):
-    base = {"user_key": ANN, "target_side": "email", "mailbox": ANN, "is_all_day": False, "is_private": False,
-            "description": "", "invitees": []}
-    return conform(pl.DataFrame([{**base, **r} for r in rows], schema_overrides=DELTA_SCHEMA, strict=False),
-                   DELTA_SCHEMA)
-
-
-def inv(email, record_type="contact"):
-    return {"email": email, "response": "none", "record_id": None, "record_type": record_type}
 
 
 def test_a_client_secret_works_too(sb, org):
@@ -249,7 +239,7 @@ def test_a_mailbox_outside_the_apps_scope_is_refused_alone(sb, org, conn):
     with pytest.raises(FatalError, match=f"may not open mailbox {ANN}.*scope"):
         conn.read(ANN, ANN, WS, WE)
     assert conn.read(BOB, BOB, WS, WE).events["subject"].to_list() == ["Bob's"]
-    out = conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "x", "start": u(2024, 5, 7, 9),
+    out = conn.apply(email_deltas({"delta_id": "c", "op": "create", "subject": "x", "start": u(2024, 5, 7, 9),
                              "end": u(2024, 5, 7, 10)}))
     assert out["status"].to_list() == ["failed"] and out["error"][0].startswith("mailbox_access")
 
@@ -268,14 +258,14 @@ def test_an_unreachable_graph_is_retriable_and_names_the_url(sb, org):
 
 
 def test_c24_externals_follow_salesforce_on_updates_without_being_mailed(sb, org, conn):
-    created = conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "Renewal", "start": u(2024, 5, 8, 9),
+    created = conn.apply(email_deltas({"delta_id": "c", "op": "create", "subject": "Renewal", "start": u(2024, 5, 8, 9),
                                  "end": u(2024, 5, 8, 10), "invitees": [inv(BOB, "user"), inv(CUST)]}))
     item_id = created["new_id"][0]
     [row] = conn.read(ANN, ANN, WS, WE).events.to_dicts()
     assert sorted(i["email"] for i in row["invitees"]) == [BOB, CUST]
     assert [i["recipient"] for i in org.invitations()] == [BOB]
     # a second external is added in Salesforce, the first removed: the record follows, nobody external mailed
-    out = conn.apply(deltas({"delta_id": "u", "op": "update", "target_id": item_id, "target_version": row["version"],
+    out = conn.apply(email_deltas({"delta_id": "u", "op": "update", "target_id": item_id, "target_version": row["version"],
                              "subject": "Renewal", "start": row["start"], "end": row["end"],
                              "invitees": [inv(BOB, "user"), inv("dan@partner.example")]}))
     assert out["status"].to_list() == ["applied"], out
@@ -288,7 +278,7 @@ def test_c24_externals_follow_salesforce_on_updates_without_being_mailed(sb, org
 
 def test_a_replayed_create_makes_no_second_event(sb, org, conn):
     """A lost reply: the same delta is applied again (its transactionId is the delta id)."""
-    d = deltas({"delta_id": "0123abcd", "op": "create", "subject": "Once", "start": u(2024, 5, 8, 9),
+    d = email_deltas({"delta_id": "0123abcd", "op": "create", "subject": "Once", "start": u(2024, 5, 8, 9),
                 "end": u(2024, 5, 8, 10), "invitees": [inv(BOB, "user")]})
     sb.faults.add("drop_after_write", count=1, route="POST /v1.0/users")
     lost = conn.apply(d)
@@ -301,7 +291,7 @@ def test_a_replayed_create_makes_no_second_event(sb, org, conn):
 
 def test_a_batch_is_one_call_and_twenty_requests_at_most(sb, org, conn):
     before = sb.graph.calls()
-    out = conn.apply(deltas(*({"delta_id": f"c{i:02d}", "op": "create", "subject": f"E{i}", "start": u(2024, 5, 8, 9),
+    out = conn.apply(email_deltas(*({"delta_id": f"c{i:02d}", "op": "create", "subject": f"E{i}", "start": u(2024, 5, 8, 9),
                                "end": u(2024, 5, 8, 10)} for i in range(25))))
     assert out["status"].to_list() == ["applied"] * 25
     assert sb.graph.calls() - before == 2 == conn.api_calls  # two $batch calls (20 + 5); tokens not counted

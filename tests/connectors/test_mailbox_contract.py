@@ -18,7 +18,8 @@ import pytest
 from connectors.errors import RetriableError
 from connectors.mailbox import MailboxConnector, MailboxRead
 from sandbox import Sandbox
-from transforms.schema import DELTA_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, conform
+from tests.connectors.mail_builders import by_subject, email_deltas, inv
+from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA
 
 UTC = dt.timezone.utc
 ANN, BOB, CAL = "ann@example.com", "bob@example.com", "cal@example.com"
@@ -159,19 +160,7 @@ def read(conn: MailboxConnector, mailbox: str = ANN) -> MailboxRead:
     return got
 
 
-def by_subject(frame: pl.DataFrame) -> dict[str, dict]:
-    return {r["subject"]: r for r in frame.to_dicts()}
 
-
-def deltas(*rows: dict) -> pl.DataFrame:
-    base = {"user_key": ANN, "target_side": "email", "mailbox": ANN, "is_all_day": False, "is_private": False,
-            "description": "", "invitees": []}
-    return conform(pl.DataFrame([{**base, **r} for r in rows], schema_overrides=DELTA_SCHEMA, strict=False),
-                   DELTA_SCHEMA)
-
-
-def inv(email: str, record_type: str = "contact") -> dict:
-    return {"email": email, "response": "none", "record_id": None, "record_type": record_type}
 
 
 def outcomes(frame: pl.DataFrame) -> dict[str, dict]:
@@ -254,7 +243,7 @@ def test_confirm_tells_present_from_gone(conn, backend):
 
 
 def test_create_update_delete_round_trip(conn, backend):
-    created = outcomes(conn.apply(deltas(
+    created = outcomes(conn.apply(email_deltas(
         {"delta_id": "c1", "op": "create", "subject": "New timed", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10),
          "description": "made by sync"},
         {"delta_id": "c2", "op": "create", "subject": "Holiday", "start": u(2024, 5, 9), "end": u(2024, 5, 11),
@@ -274,7 +263,7 @@ def test_create_update_delete_round_trip(conn, backend):
     assert raw["Private"]["sensitivity"] == "Private" and rows["Private"]["is_private"] is True
 
     target = rows["New timed"]
-    updated = outcomes(conn.apply(deltas(
+    updated = outcomes(conn.apply(email_deltas(
         {"delta_id": "u1", "op": "update", "target_id": target["native_id"], "target_version": target["version"],
          "subject": "Renamed", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 11), "description": "new text"},
     )))["u1"]
@@ -283,14 +272,14 @@ def test_create_update_delete_round_trip(conn, backend):
     assert (after["end"], after["description"], after["native_id"]) == (u(2024, 5, 8, 11), "new text", target["native_id"])
     assert after["version"] == updated["new_version"] != target["version"]
 
-    gone = outcomes(conn.apply(deltas(
+    gone = outcomes(conn.apply(email_deltas(
         {"delta_id": "d1", "op": "delete", "target_id": after["native_id"], "target_version": after["version"]},
     )))["d1"]
     assert gone["status"] == "applied"
     assert "Renamed" not in by_subject(read(conn).events)
     assert conn.confirm(ANN, ANN, [after["native_id"]]).events.height == 0
     # deleting what is already gone counts as applied
-    again = outcomes(conn.apply(deltas({"delta_id": "d2", "op": "delete", "target_id": after["native_id"]})))["d2"]
+    again = outcomes(conn.apply(email_deltas({"delta_id": "d2", "op": "delete", "target_id": after["native_id"]})))["d2"]
     assert again["status"] == "applied" and "already_gone" in (again["error"] or "")
 
 
@@ -298,7 +287,7 @@ def test_an_update_that_changes_nothing_writes_nothing(conn, backend):
     backend.org.add_item(ANN, "Same", u(2024, 5, 8, 9), u(2024, 5, 8, 10), body="text")
     row = by_subject(read(conn).events)["Same"]
     before = next(i for i in backend.org.items(ANN) if i["subject"] == "Same")
-    out = outcomes(conn.apply(deltas({"delta_id": "u", "op": "update", "target_id": row["native_id"],
+    out = outcomes(conn.apply(email_deltas({"delta_id": "u", "op": "update", "target_id": row["native_id"],
                                       "target_version": row["version"], "subject": "Same", "start": row["start"],
                                       "end": row["end"], "description": "text"})))["u"]
     assert out["status"] == "applied"
@@ -311,7 +300,7 @@ def test_a_change_made_since_extract_is_not_overwritten(conn, backend):
     row = by_subject(read(conn).events)["Original"]
     backend.sb.clock.advance(dt.timedelta(minutes=1))
     backend.rename_as_person(ANN, row["native_id"], "Edited in Outlook")
-    out = outcomes(conn.apply(deltas(
+    out = outcomes(conn.apply(email_deltas(
         {"delta_id": "u", "op": "update", "target_id": row["native_id"], "target_version": row["version"],
          "subject": "From Salesforce", "start": row["start"], "end": row["end"]},
         {"delta_id": "d", "op": "delete", "target_id": row["native_id"], "target_version": row["version"]},
@@ -326,7 +315,7 @@ def test_per_item_errors_stay_on_their_delta(conn, backend):
     gone = backend.org.add_item(ANN, "Gone", u(2024, 5, 9, 9), u(2024, 5, 9, 10))
     with backend.org.lock:
         del backend.org.mailboxes[ANN].items[gone]
-    out = outcomes(conn.apply(deltas(
+    out = outcomes(conn.apply(email_deltas(
         {"delta_id": "bad", "op": "create", "subject": "Backwards", "start": u(2024, 5, 8, 10), "end": u(2024, 5, 8, 9)},
         {"delta_id": "ok", "op": "create", "subject": "Fine", "start": u(2024, 5, 8, 11), "end": u(2024, 5, 8, 12)},
         {"delta_id": "missing", "op": "update", "target_id": gone, "subject": "Nope", "start": u(2024, 5, 9, 9),
@@ -348,7 +337,7 @@ def test_throttled_requests_wait_and_succeed(conn, backend):
     backend.arm_throttle(write=False, count=1, backoff_ms=200)
     assert "There" in by_subject(read(conn).events)
     backend.arm_throttle(write=True, count=1, backoff_ms=200)
-    out = outcomes(conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "After a wait",
+    out = outcomes(conn.apply(email_deltas({"delta_id": "c", "op": "create", "subject": "After a wait",
                                       "start": u(2024, 5, 9, 9), "end": u(2024, 5, 9, 10)})))
     assert out["c"]["status"] == "applied"
     assert "After a wait" in by_subject(read(conn).events)
@@ -356,7 +345,7 @@ def test_throttled_requests_wait_and_succeed(conn, backend):
 
 def test_throttling_past_max_wait_is_retriable_and_loses_nothing(conn, backend):
     backend.arm_throttle(write=True, count=100, backoff_ms=900)  # 0.9 s a time, max_wait_s=2
-    out = outcomes(conn.apply(deltas(
+    out = outcomes(conn.apply(email_deltas(
         *({"delta_id": f"c{i}", "op": "create", "subject": f"Throttled {i}", "start": u(2024, 5, 9, 9 + i),
            "end": u(2024, 5, 9, 10 + i)} for i in range(3)))))
     assert [o["status"] for o in out.values()] == ["failed"] * 3
@@ -370,7 +359,7 @@ def test_throttling_past_max_wait_is_retriable_and_loses_nothing(conn, backend):
 def test_invitations_reach_mailboxes_of_the_organisation_only_unless_opted_in(conn, backend):
     meeting = {"op": "create", "subject": "Kickoff", "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10),
                "invitees": [inv(BOB, "user"), inv(CUST), inv(CAL, "none")]}
-    out = outcomes(conn.apply(deltas({"delta_id": "c1", **meeting}), internal={CAL}))
+    out = outcomes(conn.apply(email_deltas({"delta_id": "c1", **meeting}), internal={CAL}))
     assert out["c1"]["status"] == "applied"
     org = backend.org
     assert sorted((i["recipient"], i["kind"]) for i in org.invitations()) == [(BOB, "request"), (CAL, "request")]
@@ -381,14 +370,14 @@ def test_invitations_reach_mailboxes_of_the_organisation_only_unless_opted_in(co
     assert sorted(i["email"] for i in copy["invitees"]) == [BOB, CAL, CUST]
     assert by_subject(read(conn, BOB).events)["Kickoff"]["meeting_uid"] == copy["meeting_uid"]
 
-    out = outcomes(conn.apply(deltas({"delta_id": "c2", **meeting, "subject": "Opted in",
+    out = outcomes(conn.apply(email_deltas({"delta_id": "c2", **meeting, "subject": "Opted in",
                                       "start": u(2024, 5, 9, 9), "end": u(2024, 5, 9, 10)}), send_external={ANN}))
     assert out["c2"]["status"] == "applied"
     assert sorted(i["recipient"] for i in org.invitations() if i["subject"] == "Opted in") == [BOB, CAL, CUST]
 
 
 def test_private_events_are_sent_to_nobody(conn, backend):
-    out = outcomes(conn.apply(deltas({"delta_id": "p", "op": "create", "subject": "Private", "is_private": True,
+    out = outcomes(conn.apply(email_deltas({"delta_id": "p", "op": "create", "subject": "Private", "is_private": True,
                                       "start": u(2024, 5, 8, 9), "end": u(2024, 5, 8, 10)})))
     assert out["p"]["status"] == "applied" and backend.org.invitations() == []
 
@@ -406,6 +395,6 @@ def test_api_calls_are_the_requests_the_server_answered(conn, backend):
     backend.org.add_item(ANN, "One", u(2024, 5, 8, 9), u(2024, 5, 8, 10))
     before, mine = backend.server_calls(), conn.api_calls
     read(conn)
-    conn.apply(deltas({"delta_id": "c", "op": "create", "subject": "Two", "start": u(2024, 5, 9, 9),
+    conn.apply(email_deltas({"delta_id": "c", "op": "create", "subject": "Two", "start": u(2024, 5, 9, 9),
                        "end": u(2024, 5, 9, 10)}))
     assert conn.api_calls - mine == backend.server_calls() - before > 0
