@@ -16,7 +16,8 @@ changeKey      the event's change token; it is the ``version`` of an email event
 $batch         JSON batching: up to 20 requests in one call, each answered with its own status
                (https://learn.microsoft.com/en-us/graph/json-batching). Graph runs at most 4 of a batch's
                Outlook requests at once, which keeps within the 4-concurrent-requests-per-mailbox limit as long
-               as one batch at a time is in flight (https://learn.microsoft.com/en-us/graph/throttling-limits).
+               as one request at a time is in flight per mailbox, which the connector holds to
+               (https://learn.microsoft.com/en-us/graph/throttling-limits).
 externals      C24: Graph mails every attendee of a meeting it creates, updates or cancels; there is no
                send-to-none. So a Salesforce event's external invitees (not mailboxes of the tenant) become
                attendees only when the user's config says ``send_external_invites``; otherwise they are kept in
@@ -50,13 +51,14 @@ Throttling and failures
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -93,7 +95,6 @@ PREFER_READ = 'outlook.timezone="UTC", outlook.body-content-type="text"'
 RESPONSES = {"accepted": "accepted", "declined": "declined", "tentativelyAccepted": "tentative"}
 PRIVATE_SENSITIVITIES = {"private", "confidential"}
 RETRY_STATUSES = {429, 503, 504}
-MAX_CONCURRENT_PER_MAILBOX = 4  # Outlook service limit per app and mailbox
 
 
 # --------------------------------------------------------------------------- pure shaping
@@ -373,7 +374,7 @@ class GraphHttp:
         self.sleep = sleep
         self._calls = 0
         self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, threading.Lock] = {}
         session.hooks["response"].append(self._count)
 
     # -- counting, slots ------------------------------------------------------------------------
@@ -388,9 +389,17 @@ class GraphHttp:
         with self._lock:
             return self._calls
 
-    def _slot(self, mailbox: str) -> threading.BoundedSemaphore:
+    @contextlib.contextmanager
+    def _in_flight(self, mailboxes: Iterable[str]) -> Iterator[None]:
+        """Hold ``mailboxes`` for one request. Graph runs up to 4 requests of a $batch at once, so one request
+        (a GET or a $batch) in flight per mailbox keeps within its 4 concurrent requests per mailbox, whatever
+        threads the caller runs; locks are taken in one order, so two batches never wait on each other."""
         with self._lock:
-            return self._slots.setdefault(mailbox.lower(), threading.BoundedSemaphore(MAX_CONCURRENT_PER_MAILBOX))
+            locks = [self._slots.setdefault(m, threading.Lock()) for m in sorted({m.lower() for m in mailboxes})]
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
 
     # -- tokens -----------------------------------------------------------------------------------
 
@@ -421,12 +430,12 @@ class GraphHttp:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, mailbox: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, *, mailboxes: Iterable[str], **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", None) or {})
         for attempt in (1, 2):
             headers["Authorization"] = f"Bearer {self.token()}"
             try:
-                with self._slot(mailbox):
+                with self._in_flight(mailboxes):
                     response = self.session.request(method, url, headers=headers, timeout=(10, 120), **kwargs)
             except requests.exceptions.SSLError:
                 raise FatalError(
@@ -450,7 +459,7 @@ class GraphHttp:
         url = path_or_url if path_or_url.startswith("https://") else self.base + path_or_url
         waited, attempt = 0.0, 0
         while True:
-            response = self._send("GET", url, mailbox=mailbox, params=params, headers=headers)
+            response = self._send("GET", url, mailboxes=[mailbox], params=params, headers=headers)
             if response.status_code not in RETRY_STATUSES:
                 return response
             attempt += 1
@@ -476,8 +485,7 @@ class GraphHttp:
                              **subs[i].headers}}
                 for i in pending
             ]}
-            mailboxes = sorted({subs[i].mailbox for i in pending})
-            response = self._send("POST", self.base + "/$batch", mailbox=mailboxes[0], json=body)
+            response = self._send("POST", self.base + "/$batch", mailboxes=[subs[i].mailbox for i in pending], json=body)
             if response.status_code in RETRY_STATUSES:
                 answers = [{"id": str(i), "status": response.status_code, "headers": dict(response.headers),
                             "body": _json(response)} for i in pending]

@@ -296,3 +296,25 @@ def test_a_batch_is_one_call_and_twenty_requests_at_most(sb, org, conn):
     assert out["status"].to_list() == ["applied"] * 25
     assert sb.graph.calls() - before == 2 == conn.api_calls  # two $batch calls (20 + 5); tokens not counted
     assert len(org.items(ANN)) == 25
+
+
+def test_one_connector_never_exceeds_graphs_concurrency_per_mailbox(sb, org, conn):
+    """Eight threads reading one mailbox through one connector are never throttled for concurrency; eight
+    connectors doing the same are (the sandbox enforces the 4 concurrent requests per mailbox)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    org.add_item(ANN, "Busy", u(2024, 5, 6, 9), u(2024, 5, 6, 10))
+    sb.graph.latency_s = 0.3  # every request takes a while, so requests overlap
+    with ThreadPoolExecutor(8) as pool:
+        heights = list(pool.map(lambda _: conn.read(ANN, ANN, WS, WE).events.height, range(8)))
+    assert heights == [1] * 8 and sb.graph.throttle.throttled == 0
+    others = [connector(sb, max_wait_s=0) for _ in range(8)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda c: c.read(ANN, ANN, WS, WE), others))
+    except RetriableError:
+        pass  # some of them were refused (429) and had no patience left
+    finally:
+        for c in others:
+            c.close()
+    assert sb.graph.throttle.throttled > 0
