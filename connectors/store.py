@@ -126,6 +126,19 @@ class StoreError(Exception):
     """The store cannot be opened or is of an unknown version."""
 
 
+class _Closed:
+    """Stands in for the connection of a closed Store."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        raise StoreError("the store is closed; open a new Store")
+
+
+_CLOSED = _Closed()
+
+
 class Store:
     """The calsync DuckDB file. One writer at a time (DuckDB locks the file)."""
 
@@ -140,12 +153,19 @@ class Store:
                 f"cannot open the store {self.path}: {exc}. Another calsync process may hold it;"
                 " wait for it to finish or point [store] path elsewhere."
             ) from exc
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not read_only:
-            self._migrate()
+        try:
+            self.con.execute("SET TimeZone = 'UTC'")
+            if not read_only:
+                self._migrate()
+        except BaseException:
+            self.close()  # a store of a newer version, say: never leave the file open
+            raise
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection and let go of it: an exception's traceback may keep this Store alive (Prefect
+        keeps a failed run's exception), and a live DuckDB connection object at exit is a leak (nanobind)."""
+        con, self.con = self.con, _CLOSED
+        con.close()
 
     def __enter__(self) -> "Store":
         return self
