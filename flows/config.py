@@ -655,6 +655,19 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
     )
 
 
+def load_store_settings(path: str | Path) -> tuple[Path, int]:
+    """(store path, retention_days) of the config at ``path``, validating only ``[store]``: commands that only
+    read the store (history, prune) need no secrets."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}; pass --config FILE (see docs/config.md)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _store(raw.get("store"), path.parent.resolve())
+
+
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read and validate the TOML file at ``path``."""
     path = Path(path)
