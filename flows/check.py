@@ -94,10 +94,11 @@ def _salesforce_checks(cfg, report) -> None:
     org = state["org"]
     shared = "Shared Activities on" if org.shared_activities else "Shared Activities off (one Contact or Lead per event)"
     if org.required_fields:
+        many = len(org.required_fields) > 1
         report(Check("salesforce Event", False,
-                     f"Event requires custom field{'s' if len(org.required_fields) > 1 else ''} "
-                     f"{', '.join(org.required_fields)}: calsync cannot fill them, so no event can be created in"
-                     f" Salesforce (R16); make them optional or give them a default; {shared}"))
+                     f"Event requires custom field{'s' if many else ''} {', '.join(org.required_fields)}: calsync"
+                     f" cannot fill {'them' if many else 'it'}, so no event can be created in Salesforce (R16); make"
+                     f" {'them' if many else 'it'} optional or give {'them' if many else 'it'} a default; {shared}"))
     else:
         report(Check("salesforce Event", True, f"no required custom fields; {shared}"))
     try:
