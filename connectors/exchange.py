@@ -91,7 +91,7 @@ from exchangelib.services import CreateItem, DeleteItem, GetItem, UpdateItem
 from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
 
-from connectors.errors import FatalError, RetriableError
+from connectors.errors import FatalError, RetriableError, connection_problem
 from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox kind, re-exported
     ItemProblem,
     Ledger,
@@ -474,6 +474,99 @@ def _get_items(account: Account, ids: list[tuple[str, str | None]], fields: Sequ
     return _call(account, _GET, ids, chunk_size, additional_fields=additional, shape=ID_ONLY)
 
 
+# --------------------------------------------------------------------------- logs: no secret, no private detail
+
+# At DEBUG, exchangelib logs every request and reply: its headers (the Authorization header carries the Basic
+# credentials or the NTLM response) and its XML (subjects, bodies and attendees of every item). This filter,
+# on the loggers that do so, redacts those headers always, and in the XML the subject ("Private"), body,
+# location and attendees of every item not marked Normal or Personal in the same element -- as the snapshots
+# keep private events (R9). An update's SetItemField carries no sensitivity, so it is redacted too.
+_SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "www-authenticate"}
+_HEADER_TEXT = re.compile(
+    r"""(?i)(['"]?(?:proxy-authorization|authorization|set-cookie|cookie|www-authenticate)['"]?\s*:\s*)"""
+    r"""(?:'[^']*'|"[^"]*"|[^,}\r\n]*)""")
+_ITEM_TAGS = {"CalendarItem", "MeetingRequest", "MeetingResponse", "MeetingCancellation", "Message", "Item"}
+_SHOWN_SENSITIVITIES = {"Normal", "Personal"}
+_TEXT_TAGS = {"Subject": "Private", "Body": "", "TextBody": "", "UniqueBody": "", "Location": "", "Preview": "",
+              "DisplayTo": "", "DisplayCc": ""}
+_ATTENDEE_TAGS = {"RequiredAttendees", "OptionalAttendees", "Resources"}
+_TAG_TEXT = re.compile(
+    r"(<(?:[\w.-]+:)?(Subject|Body|TextBody|UniqueBody|Location|Preview|DisplayTo|DisplayCc|RequiredAttendees|"
+    r"OptionalAttendees|Resources)\b[^>]*>)(.*?)(</(?:[\w.-]+:)?\2>|$)", re.S)
+
+
+def _local_name(tag: Any) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def redact_xml(data: Any) -> str:
+    """EWS XML with the details of every item not marked Normal/Personal redacted (see above). XML that does
+    not parse (a cut-off reply) has those elements redacted in every item."""
+    from lxml import etree  # noqa: PLC0415 - exchangelib's own parser
+
+    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+    try:
+        root = etree.fromstring(text.encode("utf-8"), etree.XMLParser(resolve_entities=False, no_network=True))
+    except Exception:  # noqa: BLE001 - junk or cut off: redact by pattern, everything
+        return _TAG_TEXT.sub(lambda m: m.group(1) + "[redacted]" + m.group(4), text)
+    for item in root.iter():
+        if _local_name(item.tag) not in _ITEM_TAGS:
+            continue
+        sensitivity = next((c.text for c in item if _local_name(c.tag) == "Sensitivity"), None)
+        if sensitivity in _SHOWN_SENSITIVITIES:
+            continue
+        for child in item.iter():
+            name = _local_name(child.tag)
+            if name in _TEXT_TAGS:
+                child.text = _TEXT_TAGS[name] or None
+            elif name in _ATTENDEE_TAGS:
+                for attendee in list(child):
+                    child.remove(attendee)
+                child.text = "[redacted]"
+    return etree.tostring(root, encoding="unicode")
+
+
+def redact_text(text: str) -> str:
+    """A formatted log line: secret headers and the details of items in any XML in it redacted."""
+    return _TAG_TEXT.sub(lambda m: m.group(1) + "[redacted]" + m.group(4),
+                         _HEADER_TEXT.sub(lambda m: m.group(1) + "'[redacted]'", text))
+
+
+def _redact_headers(headers: Any) -> Any:
+    try:
+        return {k: ("[redacted]" if str(k).lower() in _SECRET_HEADERS else v) for k, v in dict(headers).items()}
+    except Exception:  # noqa: BLE001
+        return redact_text(str(headers))
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts exchangelib's request/reply dumps (see above); a record it cannot check is replaced."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if isinstance(record.args, Mapping):
+                args = dict(record.args)
+                for key in ("xml_request", "xml_response"):
+                    if args.get(key) not in (None, "[STREAMING]"):
+                        args[key] = redact_xml(args[key])
+                for key in ("request_headers", "response_headers"):
+                    if args.get(key) is not None:
+                        args[key] = _redact_headers(args[key])
+                record.args = args
+                record.msg = redact_text(str(record.msg))
+            else:
+                record.msg, record.args = redact_text(record.getMessage()), None
+        except Exception:  # noqa: BLE001 - never let an unchecked dump through
+            record.msg, record.args = "[an exchangelib log record was dropped: it could not be redacted]", None
+        return True
+
+
+_REDACTING = RedactingFilter()
+for _name in ("exchangelib.util", "exchangelib.util.xml", "exchangelib.transport", "exchangelib.protocol"):
+    if not any(isinstance(f, RedactingFilter) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_REDACTING)
+
+
 # --------------------------------------------------------------------------- retry policy
 
 
@@ -526,12 +619,20 @@ class CallCounter:
             self.url = endpoint  # not a URL: no request will reach it anyway (exchangelib reports that)
         self._lock = threading.Lock()
         self._count = 0
+        self._last = threading.local()
 
     def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002
         request = response.request
         if request is not None and request.method == "POST" and request.url == self.url:
             with self._lock:
                 self._count += 1
+            # What the last reply on this thread was, for an error about a reply that is not EWS XML.
+            self._last.reply = (response.status_code, response.headers.get("Content-Type"),
+                                response.headers.get("Content-Length"))
+
+    def last_reply(self) -> tuple[int, str | None, str | None] | None:
+        """(HTTP status, Content-Type, Content-Length) of this thread's last EWS reply, if any."""
+        return getattr(self._last, "reply", None)
 
     @property
     def count(self) -> int:
@@ -683,6 +784,11 @@ class ExchangeConnector:
         _drop_protocol(self._config)
 
     @property
+    def service_url(self) -> str:
+        """The EWS endpoint (the contract's optional ``service_url``)."""
+        return self.endpoint
+
+    @property
     def api_calls(self) -> int:
         """EWS SOAP requests this connector has sent so far (see ``CallCounter``); close() keeps it."""
         return self._calls.count
@@ -693,8 +799,33 @@ class ExchangeConnector:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _not_ews(self, exc: BaseException) -> str | None:
+        """For a reply exchangelib could not read as EWS (an HTML page, cut-off XML, a 500 with no body: what
+        a proxy, a sign-in page or a sick server answers), what came back; else None."""
+        if not isinstance(exc, (ews.MalformedResponseError, ews.SOAPError)) and type(exc).__name__ not in (
+                "XMLSyntaxError", "ParseError"):
+            return None
+        reply = self._calls.last_reply()
+        if reply is None:
+            return f"Exchange at {self.endpoint} answered with something that is not an EWS reply ({type(exc).__name__})"
+        status, ctype, length = reply
+        body = "no body" if length == "0" else (f"{length} bytes" if length else "a body")
+        return (f"Exchange at {self.endpoint} answered HTTP {status} with {ctype or 'no content type'} ({body}),"
+                f" not an EWS reply ({type(exc).__name__})")
+
+    _JUNK_HINT = ("if it goes on, check that [exchange] endpoint is the EWS URL and that no proxy or sign-in page"
+                  " answers in its place")
+
+    def _connection_problem(self, exc: BaseException) -> FatalError | RetriableError | None:
+        return connection_problem(exc, "Exchange", self.endpoint, "[exchange] endpoint")
+
     def _raise_fatal_or_retriable(self, exc: BaseException, mailbox: str) -> None:
         """Turn a whole-request failure into calsync's errors (never echoing the password)."""
+        if (problem := self._connection_problem(exc)) is not None:
+            problem.args = (f"{problem.args[0]} (reading mailbox {mailbox})",)
+            raise problem from exc
+        if (junk := self._not_ews(exc)) is not None:
+            raise RetriableError(f"{junk} while reading mailbox {mailbox}: retry; {self._JUNK_HINT}") from exc
         if isinstance(exc, ews.UnauthorizedError):
             raise FatalError(
                 f"Exchange at {self.endpoint} rejected the service account {self.username!r} (HTTP 401): "
@@ -707,7 +838,7 @@ class ExchangeConnector:
                 "mailbox exists and that the account holds the ApplicationImpersonation role for it"
             ) from None
         if is_retriable(exc):
-            raise RetriableError(f"Exchange is unavailable for {mailbox}: {error_text(exc)}") from exc
+            raise RetriableError(f"Exchange at {self.endpoint} is unavailable for {mailbox}: {error_text(exc)}") from exc
 
     # ---------------------------------------------------------------- extract
 
@@ -910,10 +1041,20 @@ class ExchangeConnector:
                                 fatal.outcomes = ledger.frame()  # type: ignore[attr-defined]
                                 raise
                         except Exception as exc:  # noqa: BLE001 - whole-request failure, classified
-                            if type(exc).__name__ in MAILBOX_ACCESS_CODES:
+                            problem = self._connection_problem(exc)
+                            junk = self._not_ews(exc)
+                            if isinstance(problem, FatalError):  # a certificate: nothing more can be written
+                                ledger.fail_rest(f"fatal: {problem}")
+                                problem.outcomes = ledger.frame()  # type: ignore[attr-defined]
+                                raise problem from None
+                            if problem is not None or junk is not None:
+                                # The write may have reached Exchange: a replay looks before it creates.
+                                stop = f"{problem or junk} while writing to {mailbox}; retry or replay the run"
+                            elif type(exc).__name__ in MAILBOX_ACCESS_CODES:
                                 ledger.fail_rest(f"mailbox_access: {error_text(exc)}", among=batch)
                             elif is_retriable(exc):
-                                stop = error_text(exc)
+                                stop = (f"Exchange at {self.endpoint} is unavailable ({error_text(exc)}) while writing"
+                                        f" to {mailbox}; retry or replay the run")
                             else:
                                 ledger.fail_rest(error_text(exc), among=batch)
                     if stop is not None:

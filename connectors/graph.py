@@ -65,7 +65,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 import requests
 
-from connectors.errors import FatalError, RetriableError
+from connectors.errors import FatalError, RetriableError, connection_problem
 from connectors.mailbox import (
     ItemProblem,
     Ledger,
@@ -362,9 +362,11 @@ class GraphHttp:
     ``max_wait_s`` bounds the ``Retry-After`` waits of one request (or one $batch with its retries) in total.
     """
 
-    def __init__(self, app: Any, session: requests.Session, graph_url: str, *, tenant_id: str, client_id: str,
-                 max_wait_s: float = 60, scope: str = GRAPH_SCOPE, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.app = app
+    def __init__(self, app: Callable[[], Any], session: requests.Session, graph_url: str, *, tenant_id: str,
+                 client_id: str, max_wait_s: float = 60, scope: str = GRAPH_SCOPE,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._make_app = app
+        self._app: Any = None
         self.session = session
         self.base = graph_url.rstrip("/")
         self.tenant_id = tenant_id
@@ -406,11 +408,21 @@ class GraphHttp:
     def token(self) -> str:
         """A bearer token for Graph: msal serves it from its cache and renews it before it expires."""
         try:
-            result = self.app.acquire_token_for_client(scopes=[self.scope])
+            if self._app is None:
+                self._app = self._make_app()
+            result = self._app.acquire_token_for_client(scopes=[self.scope])
+        except ValueError as exc:  # msal could not read the authority's metadata: no such tenant, or not an authority
+            said = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise FatalError(
+                f"Microsoft Entra ID has no usable authority for tenant {self.tenant_id} ({said}): check [graph]"
+                " tenant_id and authority_host"
+            ) from None
         except requests.RequestException as exc:
-            raise RetriableError(
+            problem = connection_problem(exc, f"Microsoft Entra ID (tenant {self.tenant_id})", None,
+                                         "[graph] authority_host")
+            raise problem or RetriableError(
                 f"cannot reach Microsoft Entra ID for tenant {self.tenant_id} ({type(exc).__name__}): check the"
-                " network and [graph] authority_host, then retry or replay"
+                " network and [graph] authority_host, then retry"
             ) from None
         if "access_token" not in result:
             error = result.get("error") or "unknown_error"
@@ -424,7 +436,7 @@ class GraphHttp:
 
     def _drop_token(self) -> None:
         try:
-            self.app.remove_tokens_for_client()
+            self._app.remove_tokens_for_client()
         except Exception:  # noqa: BLE001 - an empty cache is fine
             pass
 
@@ -437,12 +449,13 @@ class GraphHttp:
             try:
                 with self._in_flight(mailboxes):
                     response = self.session.request(method, url, headers=headers, timeout=(10, 120), **kwargs)
-            except requests.exceptions.SSLError:
-                raise FatalError(
-                    f"the TLS certificate of {self.base} failed verification: check [graph] graph_url and ca_file"
-                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _StopCalling(f"the connection to {self.base} failed ({type(exc).__name__})") from None
+                # refused, unreachable, dropped or a certificate that fails verification: told apart, URL named
+                problem = connection_problem(exc, "Microsoft Graph", self.base, "[graph] graph_url")
+                if isinstance(problem, FatalError):
+                    raise problem from None
+                raise _StopCalling(str(problem) if problem else
+                                   f"the connection to {self.base} failed ({type(exc).__name__})") from None
             if response.status_code == 401 and attempt == 1:
                 self._drop_token()  # revoked or expired early: one fresh token, then it is the app's problem
                 continue
@@ -591,15 +604,24 @@ class GraphConnector:
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not override the CA we were told to trust
         self.session.verify = ca_file or True
-        app = msal.ConfidentialClientApplication(
-            client_id, client_credential=credential, authority=f"{authority_host.rstrip('/')}/{tenant_id}",
-            http_client=self.session, instance_discovery=False, token_cache=msal.TokenCache(),
-        )
+        authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+
+        def app() -> Any:  # msal reads the authority's metadata when it is made: not before the first token
+            return msal.ConfidentialClientApplication(
+                client_id, client_credential=credential, authority=authority, http_client=self.session,
+                instance_discovery=False, token_cache=msal.TokenCache(),
+            )
+
         self.http = GraphHttp(app, self.session, graph_url, tenant_id=tenant_id, client_id=client_id,
                               max_wait_s=max_wait_s, sleep=sleep)
         self.last_problems: list[tuple[str, str | None, str]] = []
 
     # ---------------------------------------------------------------- contract basics
+
+    @property
+    def service_url(self) -> str:
+        """The Graph API root (the contract's optional ``service_url``)."""
+        return self.http.base
 
     @property
     def api_calls(self) -> int:
@@ -671,7 +693,7 @@ class GraphConnector:
         try:
             rows = work(problems)
         except _StopCalling as exc:
-            raise RetriableError(f"Microsoft Graph is unavailable for {mailbox}: {exc}; retry or replay") from None
+            raise RetriableError(f"Microsoft Graph is unavailable for mailbox {mailbox}: {exc}; retry") from None
         self.last_problems = problems
         return MailboxRead(rows_to_frame(rows), problems)
 

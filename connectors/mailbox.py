@@ -20,7 +20,10 @@ Errors: ``read``/``confirm``/``find_by_key`` raise ``FatalError`` when the mailb
 such mailbox, access refused, credentials rejected) and ``RetriableError`` when the service is
 unavailable or throttles past its patience; ``apply`` never raises for a single delta (its outcome
 says), only for a whole-service failure (``FatalError`` with the outcomes so far on ``.outcomes``).
-Messages name the mailbox and what to do, and never carry a secret.
+Messages name the mailbox and what to do, and never carry a secret. The router (``Mailboxes``) holds every
+kind to this: a connection failure is told apart (refused, unreachable, a certificate that fails
+verification: ``connectors.errors.connection_problem``) and named with its URL, and anything else escaping
+a connector becomes a ``RetriableError`` naming the mailbox (its traceback stays on ``__cause__`` for the log).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime
 
 import polars as pl
 
-from connectors.errors import FatalError
+from connectors.errors import CalsyncError, FatalError, RetriableError, connection_problem
 from transforms.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, conform, empty
 
 MAILBOX_KINDS = ("ews", "graph")
+SERVICES = {"ews": "Exchange", "graph": "Microsoft Graph"}
 
 Problem = tuple[str, "str | None", str]
 
@@ -152,6 +156,7 @@ class MailboxConnector(Protocol):
     """One mailbox service (an EWS endpoint, a Graph tenant) reached with one set of credentials."""
 
     kind: str
+    # Optional: ``service_url``, where the connector sends its requests (named in connection errors).
 
     def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
         """The mailbox's calendar view over the window (C1 overlap on the canonical values)."""
@@ -213,17 +218,39 @@ class Mailboxes:
     def kind_of(self, mailbox: str) -> str | None:
         return self.kinds.get((mailbox or "").lower())
 
+    def _guarded(self, mailbox: str, what: str, call: Callable[[MailboxConnector], Any]) -> Any:
+        """``call(connector)``, holding the connector to the contract's errors (see the module docstring)."""
+        connector = self.connector(mailbox)
+        kind = getattr(connector, "kind", self.kind_of(mailbox))
+        try:
+            return call(connector)
+        except Exception as exc:
+            if getattr(exc, "kind", None) is not None:  # already told apart by the connector
+                raise
+            problem = connection_problem(exc, SERVICES.get(kind, kind), getattr(connector, "service_url", None),
+                                         f"the [{'exchange' if kind == 'ews' else kind}] section's URL")
+            if problem is not None:
+                problem.args = (f"{problem.args[0]} ({what} mailbox {mailbox})",)
+                raise problem from exc
+            if isinstance(exc, CalsyncError):
+                raise
+            said = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise RetriableError(
+                f"the {SERVICES.get(kind, kind)} connector failed {what} mailbox {mailbox} ({type(exc).__name__}:"
+                f" {said}): retry; if it goes on, the log file has the traceback") from exc
+
     def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
-        return self.connector(mailbox).read(user_key, mailbox, window_start, window_end)
+        return self._guarded(mailbox, "reading", lambda c: c.read(user_key, mailbox, window_start, window_end))
 
     def confirm(self, user_key: str, mailbox: str, item_ids: Sequence[str]) -> MailboxRead:
         if not item_ids:
             return MailboxRead()
-        return self.connector(mailbox).confirm(user_key, mailbox, item_ids)
+        return self._guarded(mailbox, "reading", lambda c: c.confirm(user_key, mailbox, item_ids))
 
     def find_by_key(self, mailbox: str, subject: str, start: dt.datetime, end: dt.datetime,
                     is_all_day: bool) -> list[str]:
-        return self.connector(mailbox).find_by_key(mailbox, subject, start, end, is_all_day)
+        return self._guarded(mailbox, "searching",
+                             lambda c: c.find_by_key(mailbox, subject, start, end, is_all_day))
 
     def apply(self, deltas: pl.DataFrame, *, internal: Iterable[str] = (), send_external: Iterable[str] = (),
               directory_emails: Iterable[str] | None = None,

@@ -32,7 +32,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceError, SalesforceMalformedRequest
 from simple_salesforce.format import format_soql
 
-from connectors.errors import ApiLimitExceeded, CalsyncError, FatalError, RetriableError
+from connectors.errors import ApiLimitExceeded, CalsyncError, FatalError, RetriableError, connection_problem
 from connectors.salesforce_records import (
     OrgInfo,
     by_id_soql,
@@ -150,6 +150,9 @@ class SalesforceConnector:
                 "its certificate or secret, and that the user is pre-authorized"
             ) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
+            problem = connection_problem(exc, f"the Salesforce token endpoint ({what})", None, "[salesforce] domain")
+            if problem is not None:
+                raise problem from None
             raise RetriableError(f"Salesforce {what}: could not reach the token endpoint ({type(exc).__name__})") from None
         return cls(sf, timeout=timeout)
 
@@ -580,19 +583,29 @@ class SalesforceConnector:
         return classify_error(exc, what, self._timeout, self.api_usage())
 
 
-def classify_error(exc: Exception, what: str, timeout: float, usage: tuple[int, int] | None) -> CalsyncError:
+def classify_error(exc: Exception, what: str, timeout: float, usage: tuple[int, int] | None,
+                   setting: str = "[salesforce] instance_url (or domain)") -> CalsyncError:
     """The calsync error for a failed call, grouped by what happens next; never with a secret in it.
 
     ``REQUEST_LIMIT_EXCEEDED`` covers two limits in Salesforce: the daily allocation ("TotalRequests
     Limit exceeded.") is ``ApiLimitExceeded``; the concurrent-request limits ("ConcurrentPerOrgLongTxn
     Limit exceeded.") pass, so they are retriable.
     """
+    # A failed read leaves nothing to replay (the run writes nothing before it has read): retry it. A failed
+    # write leaves the rest of the run's deltas for a replay.
+    then = "retry or replay the run" if what.split()[0] in ("create", "update", "delete") else "retry the run"
+    if isinstance(exc, requests.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)):
+        problem = connection_problem(exc, "Salesforce", None, setting)
+        if problem is not None:
+            problem.args = (f"{problem.args[0]} (trying to {what}); {then}"
+                            if isinstance(problem, RetriableError) else f"{problem.args[0]} (trying to {what})",)
+            return problem
+        return RetriableError(f"the connection to Salesforce dropped ({what}); {then}")
     if isinstance(exc, requests.Timeout):
-        return RetriableError(f"Salesforce did not answer in {timeout:g} s ({what}); retry or replay the run")
-    if isinstance(exc, requests.ConnectionError):
-        return RetriableError(f"the connection to Salesforce dropped ({what}); retry or replay the run")
+        return RetriableError(f"Salesforce did not answer in {timeout:g} s ({what}); {then}")
     if isinstance(exc, requests.RequestException):
-        return RetriableError(f"the request to Salesforce failed ({what}: {type(exc).__name__}); retry or replay")
+        return RetriableError(f"the request to Salesforce failed ({what}: {type(exc).__name__}); {then}")
     assert isinstance(exc, SalesforceError)
     status = exc.status
     code, message = _first_error(exc.content)
@@ -612,7 +625,7 @@ def classify_error(exc: Exception, what: str, timeout: float, usage: tuple[int, 
         return RetriableError(f"Salesforce is throttling requests ({code}: {message}) while trying to {what}")
     if status == 429 or status >= 500:
         detail = f"{code}: {message}" if code else f"HTTP {status}"
-        return RetriableError(f"Salesforce is unavailable ({detail}) while trying to {what}; retry or replay")
+        return RetriableError(f"Salesforce is unavailable ({detail}) while trying to {what}; {then}")
     if status == 403:
         return FatalError(
             f"Salesforce refused to {what} ({code or 'HTTP 403'}: {message}); check the integration user's permissions"

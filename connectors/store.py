@@ -39,7 +39,7 @@ from transforms.schema import (
     empty,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 2 keeps the digests (event key and content hash, pair and delta hashes) as UBIGINT, not as their
 # decimal strings, and computes them differently (transforms.digest). The stored pair hashes of a version-1
@@ -103,7 +103,9 @@ _TABLES: dict[str, str] = {
         settings JSON,                    -- what the reconcile was given besides the snapshot
         sf_api_calls BIGINT,
         ews_api_calls BIGINT,
-        graph_api_calls BIGINT
+        graph_api_calls BIGINT,
+        planned_at TIMESTAMPTZ,           -- when its deltas and notes were stored (NULL: never planned)
+        pruned_at TIMESTAMPTZ             -- when retention dropped its snapshots (NULL: kept whole)
     """,
     "event_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_SNAPSHOT_EVENT),
     "invitee_snapshots": "run_id VARCHAR NOT NULL, " + _columns(_INVITEE_ROW),
@@ -119,11 +121,27 @@ _TABLES: dict[str, str] = {
     # the kind (ews, graph) each mailbox was reached through when its pairs were last written: item ids
     # belong to one protocol, so a mailbox that moved to the other kind starts afresh (C17)
     "mailbox_kinds": "mailbox VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, since_run VARCHAR",
+    # the users a run was for (written when it starts, so a run that fails before reading anything still
+    # counts for them in v_user_status)
+    "run_users": "run_id VARCHAR NOT NULL, user_key VARCHAR NOT NULL, mailbox VARCHAR, mailbox_kind VARCHAR",
 }
 
 
 class StoreError(Exception):
     """The store cannot be opened or is of an unknown version."""
+
+
+class _Closed:
+    """Stands in for the connection of a closed Store."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        raise StoreError("the store is closed; open a new Store")
+
+
+_CLOSED = _Closed()
 
 
 class Store:
@@ -140,12 +158,19 @@ class Store:
                 f"cannot open the store {self.path}: {exc}. Another calsync process may hold it;"
                 " wait for it to finish or point [store] path elsewhere."
             ) from exc
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not read_only:
-            self._migrate()
+        try:
+            self.con.execute("SET TimeZone = 'UTC'")
+            if not read_only:
+                self._migrate()
+        except BaseException:
+            self.close()  # a store of a newer version, say: never leave the file open
+            raise
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection and let go of it: an exception's traceback may keep this Store alive (Prefect
+        keeps a failed run's exception), and a live DuckDB connection object at exit is a leak (nanobind)."""
+        con, self.con = self.con, _CLOSED
+        con.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -184,7 +209,22 @@ class Store:
                 self.con.execute("INSERT INTO mailbox_kinds SELECT DISTINCT mailbox, 'ews', NULL FROM pairs"
                                  " WHERE mailbox IS NOT NULL ON CONFLICT DO NOTHING")
                 self.con.execute("INSERT INTO schema_version VALUES (3)")
-            # Future migrations: `if 1 <= current < 4: ...` then insert 4.
+            if 1 <= current < 4:
+                # Runs know when they planned (an interrupted run before planning has nothing to replay) and
+                # whether retention pruned them; run_users says which users each run was for.
+                self.con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS planned_at TIMESTAMPTZ")
+                self.con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS pruned_at TIMESTAMPTZ")
+                self.con.execute(
+                    "UPDATE runs SET planned_at = coalesce(finished_at, started_at) WHERE status IN ('succeeded', 'partial')"
+                    " OR run_id IN (SELECT run_id FROM deltas) OR run_id IN (SELECT run_id FROM notes)")
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS run_users ({_TABLES['run_users']})")
+                self.con.execute(
+                    "INSERT INTO run_users SELECT DISTINCT run_id, user_key, mailbox, NULL FROM ("
+                    " SELECT run_id, user_key, mailbox FROM user_snapshots UNION ALL"
+                    " SELECT run_id, user_key, NULL FROM notes WHERE kind = 'refused' AND user_key IS NOT NULL"
+                    " AND user_key NOT IN (SELECT user_key FROM user_snapshots s WHERE s.run_id = notes.run_id))")
+                self.con.execute("INSERT INTO schema_version VALUES (4)")
+            # Future migrations: `if 1 <= current < 5: ...` then insert 5.
         from connectors.store_views import create_views  # views live beside the store
 
         create_views(self.con)
@@ -228,13 +268,38 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, mode: str, today: date, replay_of: str | None = None) -> None:
+    def start_run(self, run_id: str, mode: str, today: date, replay_of: str | None = None,
+                  users: list[tuple[str, str | None, str | None]] = ()) -> None:
+        """Record a run as running; ``users``: (user_key, mailbox, mailbox_kind) of the users it is for."""
         with self.transaction():
             self.con.execute(
                 "INSERT INTO runs (run_id, mode, status, started_at, today, replay_of)"
                 " VALUES (?, ?, 'running', ?, ?, ?)",
                 [run_id, mode, datetime.now(timezone.utc), today, replay_of],
             )
+            if users:
+                self.con.executemany("INSERT INTO run_users VALUES (?, ?, ?, ?)",
+                                     [[run_id, *u] for u in users])
+
+    def mark_interrupted(self) -> list[tuple[str, bool]]:
+        """Runs still ``running`` are dead (the caller holds the run lock): mark them ``interrupted``, saying
+        whether they stopped before planning (nothing written; run a new sync) or while writing (replay it).
+        Returns (run_id, planned) of each."""
+        rows = self.con.execute("SELECT run_id, planned_at IS NOT NULL FROM runs WHERE status = 'running'"
+                                " ORDER BY started_at").fetchall()
+        now = datetime.now(timezone.utc)
+        with self.transaction():
+            for run_id, planned in rows:
+                if planned:
+                    stage, error = "load", (f"interrupted while writing (the process stopped): `calsync replay {run_id}`"
+                                            " finishes what it left undone")
+                else:
+                    stage, error = "before planning", ("interrupted before planning (the process stopped after"
+                                                       " starting, before any delta was planned): nothing was"
+                                                       " written; the next sync starts afresh")
+                self.con.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, failed_stage = ?,"
+                                 " error = ? WHERE run_id = ?", [now, stage, error, run_id])
+        return [(r, bool(p)) for r, p in rows]
 
     def set_run_settings(self, run_id: str, settings: dict) -> None:
         with self.transaction():
@@ -365,6 +430,7 @@ class Store:
         with self.transaction():
             self._insert("deltas", conform(deltas, DELTA_SCHEMA), run_id)
             self._insert("notes", conform(notes, NOTE_SCHEMA), run_id)
+            self.con.execute("UPDATE runs SET planned_at = ? WHERE run_id = ?", [datetime.now(timezone.utc), run_id])
 
     def add_notes(self, run_id: str, notes: pl.DataFrame) -> None:
         with self.transaction():
@@ -440,3 +506,73 @@ class Store:
                     self.con.execute("DELETE FROM legacy_pair_hashes WHERE pair_id IN (SELECT pair_id FROM _done)")
                 finally:
                     self.con.unregister("_done")
+
+    # -- retention ----------------------------------------------------------------------------------
+
+    _PRUNABLE = """
+        SELECT run_id FROM runs
+        WHERE started_at < ? AND pruned_at IS NULL AND status <> 'running'
+          -- replay takes only runs no sync started after: those keep their snapshots whole
+          AND started_at < (SELECT coalesce(max(started_at), 'infinity'::TIMESTAMPTZ) FROM runs WHERE mode = 'sync')
+    """
+
+    def prunable_runs(self, before: datetime) -> list[str]:
+        """Runs started before ``before`` whose snapshots ``prune`` would thin (none replay can still take)."""
+        return [r[0] for r in self.con.execute(self._PRUNABLE + " ORDER BY started_at", [before]).fetchall()]
+
+    def last_pruned(self) -> datetime | None:
+        row = self.one("SELECT max(pruned_at) FROM runs")
+        return row[0] if row else None
+
+    def prune(self, before: datetime, dry_run: bool = False) -> dict[str, int]:
+        """Thin the snapshots of runs started before ``before`` (retention), keeping what replay and the analyst
+        views need, in one transaction. Returns the rows dropped (or that would be, ``dry_run``) per table.
+
+        Kept: every snapshot of the runs replay can still take (started at or after the latest sync); of older
+        runs, each event row that is a new version of its event (first seen, or content changed: the versions
+        of ``v_event_history``), the latest row of each event (``v_pairs``), and the rows a delta of the same
+        run targets (the before values of ``v_changes``), with their invitees. Dropped: every other event and
+        invitee row of those runs (an unchanged event read again), and their pair, user and directory snapshots
+        (only replay reads them). Runs, deltas, outcomes and notes are never dropped; the runs are marked
+        ``pruned_at``."""
+        runs = self.prunable_runs(before)
+        counts = {t: 0 for t in ("event_snapshots", "invitee_snapshots", "pair_snapshots", "user_snapshots",
+                                 "directory_snapshots")}
+        if not runs:
+            return {"runs": 0, **counts}
+        self.con.register("_prune", pl.DataFrame({"run_id": runs}).to_arrow())
+        try:
+            with self.transaction():
+                self.con.execute("""
+                    CREATE OR REPLACE TEMP TABLE _drop AS
+                    WITH ordered AS (
+                        SELECT s.rowid AS rid, s.run_id, s.side, s.native_id, s.content_hash,
+                               lag(s.content_hash) OVER w AS prev_hash, lead(s.run_id) OVER w AS next_run
+                        FROM event_snapshots s JOIN runs r USING (run_id)
+                        WINDOW w AS (PARTITION BY s.side, s.native_id ORDER BY r.started_at, s.run_id)
+                    )
+                    SELECT o.rid, o.run_id, o.side, o.native_id FROM ordered o
+                    WHERE o.run_id IN (SELECT run_id FROM _prune)
+                      AND o.prev_hash IS NOT NULL AND o.prev_hash = o.content_hash
+                      AND o.next_run IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.run_id = o.run_id
+                                      AND d.target_side = o.side AND d.target_id = o.native_id)
+                """)
+                counts["event_snapshots"] = self.one("SELECT count(*) FROM _drop")[0]
+                counts["invitee_snapshots"] = self.one(
+                    "SELECT count(*) FROM invitee_snapshots i SEMI JOIN _drop d"
+                    " ON i.run_id = d.run_id AND i.side = d.side AND i.native_id = d.native_id")[0]
+                for table in ("pair_snapshots", "user_snapshots", "directory_snapshots"):
+                    counts[table] = self.one(f"SELECT count(*) FROM {table} WHERE run_id IN (SELECT run_id FROM _prune)")[0]
+                if not dry_run:
+                    self.con.execute("DELETE FROM invitee_snapshots i USING _drop d WHERE i.run_id = d.run_id"
+                                     " AND i.side = d.side AND i.native_id = d.native_id")
+                    self.con.execute("DELETE FROM event_snapshots WHERE rowid IN (SELECT rid FROM _drop)")
+                    for table in ("pair_snapshots", "user_snapshots", "directory_snapshots"):
+                        self.con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM _prune)")
+                    self.con.execute("UPDATE runs SET pruned_at = ? WHERE run_id IN (SELECT run_id FROM _prune)",
+                                     [datetime.now(timezone.utc)])
+                self.con.execute("DROP TABLE _drop")
+        finally:
+            self.con.unregister("_prune")
+        return {"runs": len(runs), **counts}

@@ -93,6 +93,97 @@ VIEWS: dict[str, str] = {
                round(sf_api_calls / greatest(applied, 1), 2) AS calls_per_applied_delta
         FROM v_runs ORDER BY started_at DESC
     """,
+    # Each synced user's state: how their latest sync run went for them, when they last synced cleanly, since
+    # when they are refused (or not synced) and why, and the failed deltas still pending. Sync runs only (a
+    # push writes one event). outcome: synced, partial (deltas failed), refused (the mass-deletion guard),
+    # not_synced (mailbox unreadable, no Salesforce User), failed (the run stopped), running.
+    "v_user_status": """
+        WITH latest_outcome AS (
+            SELECT * FROM delta_outcomes
+            QUALIFY row_number() OVER (PARTITION BY run_id, delta_id ORDER BY recorded_at DESC) = 1
+        ),
+        failed AS (
+            SELECT d.run_id, d.user_key, count(*) AS n
+            FROM deltas d LEFT JOIN latest_outcome o ON o.run_id = d.run_id AND o.delta_id = d.delta_id
+            WHERE coalesce(o.status, 'failed') = 'failed'
+            GROUP BY ALL
+        ),
+        refusal AS (
+            SELECT run_id, user_key, min(reason) AS reason, min(detail) AS detail
+            FROM notes WHERE kind = 'refused' GROUP BY ALL
+        ),
+        per_run AS (
+            SELECT u.user_key, u.mailbox, u.mailbox_kind, r.run_id, r.started_at, r.planned_at, r.error,
+                   n.reason AS refused_reason, n.detail AS refused_detail, coalesce(f.n, 0) AS failed_deltas,
+                   CASE WHEN n.reason = 'mass_deletion' THEN 'refused'
+                        WHEN n.reason IS NOT NULL THEN 'not_synced'
+                        WHEN r.status = 'running' THEN 'running'
+                        WHEN r.status IN ('failed', 'interrupted') THEN 'failed'
+                        WHEN coalesce(f.n, 0) > 0 THEN 'partial'
+                        ELSE 'synced' END AS outcome
+            FROM run_users u JOIN runs r USING (run_id)
+            LEFT JOIN refusal n ON n.run_id = u.run_id AND n.user_key = u.user_key
+            LEFT JOIN failed f ON f.run_id = u.run_id AND f.user_key = u.user_key
+            WHERE r.mode = 'sync'
+        ),
+        marks AS (
+            SELECT user_key,
+                   max(started_at) FILTER (WHERE outcome = 'synced') AS last_synced_at,
+                   max(started_at) FILTER (WHERE outcome IN ('synced', 'partial')) AS last_written_at,
+                   arg_max(failed_deltas, started_at) FILTER (WHERE planned_at IS NOT NULL) AS pending_failed_deltas
+            FROM per_run GROUP BY user_key
+        ),
+        latest AS (
+            SELECT * FROM per_run QUALIFY row_number() OVER (PARTITION BY user_key ORDER BY started_at DESC) = 1
+        )
+        SELECT l.user_key, l.mailbox, l.mailbox_kind, l.run_id AS last_run_id, l.started_at AS last_run_at,
+               l.outcome AS last_outcome, m.last_synced_at,
+               CASE WHEN l.outcome IN ('refused', 'not_synced') THEN
+                   (SELECT min(p.started_at) FROM per_run p WHERE p.user_key = l.user_key AND p.outcome = l.outcome
+                    AND p.started_at > coalesce(m.last_written_at, '-infinity'::TIMESTAMPTZ)) END AS refused_since,
+               l.refused_reason, l.refused_detail,
+               CASE WHEN l.outcome = 'failed' THEN l.error END AS last_error,
+               coalesce(m.pending_failed_deltas, 0) AS pending_failed_deltas
+        FROM latest l JOIN marks m USING (user_key)
+    """,
+    # Every failed write ever recorded (not only the latest outcome), with what fixed it later: a replay of the
+    # run (the same delta applied), or a later run that applied a change to the same pair or event.
+    "v_failures": """
+        WITH outcomes AS (
+            SELECT o.*, r.started_at FROM delta_outcomes o JOIN runs r USING (run_id)
+        ),
+        applied AS (
+            SELECT d.run_id, d.delta_id, d.user_key, d.op, d.target_side, d.pair_id, d.source_id, d.target_id,
+                   o.recorded_at, r.started_at
+            FROM deltas d JOIN delta_outcomes o ON o.run_id = d.run_id AND o.delta_id = d.delta_id
+            JOIN runs r ON r.run_id = d.run_id
+            WHERE o.status = 'applied'
+        )
+        SELECT o.run_id, o.started_at AS run_started_at, o.recorded_at AS failed_at, d.user_key, d.op,
+               d.target_side, d.reason, d.source_id, d.target_id, split_part(o.error, ':', 1) AS error_code,
+               o.error, o.retriable,
+               coalesce(rp.run_id, later.run_id) AS fixed_by_run,
+               coalesce(rp.recorded_at, later.recorded_at) AS fixed_at,
+               CASE WHEN rp.run_id IS NOT NULL THEN 'replay'
+                    WHEN later.run_id IS NOT NULL THEN 'later run' END AS fixed_how
+        FROM outcomes o
+        JOIN deltas d ON d.run_id = o.run_id AND d.delta_id = o.delta_id
+        LEFT JOIN LATERAL (
+            SELECT rr.run_id, a.recorded_at FROM delta_outcomes a
+            JOIN runs rr ON rr.replay_of = a.run_id AND a.recorded_at BETWEEN rr.started_at AND coalesce(rr.finished_at, now())
+            WHERE a.run_id = o.run_id AND a.delta_id = o.delta_id AND a.status = 'applied' AND a.recorded_at > o.recorded_at
+            ORDER BY a.recorded_at LIMIT 1
+        ) rp ON true
+        LEFT JOIN LATERAL (
+            SELECT a.run_id, a.recorded_at FROM applied a
+            WHERE a.started_at > o.started_at AND a.user_key = d.user_key AND a.target_side = d.target_side
+              AND a.op = d.op
+              AND ((d.pair_id IS NOT NULL AND a.pair_id = d.pair_id) OR (d.target_id IS NOT NULL AND a.target_id = d.target_id)
+                   OR (d.op = 'create' AND a.source_id = d.source_id))
+            ORDER BY a.started_at LIMIT 1
+        ) later ON true
+        WHERE o.status = 'failed'
+    """,
 }
 
 

@@ -5,6 +5,7 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
 
     [store]
     path = "data/calsync.duckdb"
+    retention_days = 90                 # snapshots older than this are thinned (`calsync prune`); 0 keeps all
 
     [salesforce]
     auth = "jwt"                        # jwt | client_credentials | session
@@ -45,11 +46,28 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     send_external_invites = false
     time_zone = "Europe/Berlin"         # the mailbox's zone (all-day events are dates there)
     mailbox_kind = "graph"              # ews | graph (default: [sync] mailbox_kind, or the one configured)
+
+    [notify]                            # optional: a failed run, a refused user, an unreadable mailbox
+    webhook_url_env = "CALSYNC_WEBHOOK_URL"   # a JSON POST webhook (or block = "slack-webhook/NAME")
+
+    [log]
+    file = "calsync.log"                # default: calsync.log beside the store; tracebacks go here
+    level = "INFO"                      # DEBUG | INFO | WARNING | ERROR
+
+Every section refuses keys it does not know, and every error of the file is reported at once. Relative
+paths (store, ``ca_file``, ``*_file``, the log file) are relative to the config file's folder (see
+calsync.example.toml for a commented example).
+
+Hand-written rather than pydantic models: the messages are the operators' contract (docs/config.md quotes
+them) and pydantic's ("Input should be 'jwt', 'client_credentials' or 'session'", locations as tuples) would
+need a custom message per check to stay as good, and the secret sources (environment, Prefect blocks, files)
+are lookups, not types. A collector (``_Errors``) gives what pydantic would have: every error at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -73,7 +91,48 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key and what is expected."""
+    """The configuration is invalid; each message (``errors``) names the key and what is expected."""
+
+    def __init__(self, *messages: str) -> None:
+        self.errors = [m for m in messages if m]
+        text = self.errors[0] if len(self.errors) == 1 else (
+            f"{len(self.errors)} errors: " + "; ".join(self.errors))
+        super().__init__(text)
+
+
+class _Errors:
+    """Collects the ConfigErrors of many checks, so a file's every error is reported at once."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def run(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, or None (its errors kept) when it raises ConfigError."""
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            self.messages.extend(exc.errors)
+            return None
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError(*self.messages)
+
+
+def _unknown_keys(section: dict, where: str, known: set[str], errors: _Errors) -> None:
+    """An error for each key ``known`` does not list (a typo would silently fall back to the default)."""
+    for key in sorted(set(section) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        errors.add(f"[{where}] {key}: unknown key{hint}; expected one of {', '.join(sorted(known))}")
+
+
+def _secret_keys(*names: str) -> set[str]:
+    """The keys that may name where a secret lives, plus the literal names (refused with their own message)."""
+    return {f"{n}{suffix}" for n in names for suffix in ("", "_env", "_block", "_file")}
 
 
 class Secret:
@@ -155,6 +214,23 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications go: a JSON webhook URL (a secret), or a saved Prefect notification block."""
+
+    webhook_url: Secret | None = None
+    block: str | None = None  # "<block-type-slug>/<name>", e.g. "slack-webhook/calsync-alerts"
+
+    def describe(self) -> str:
+        return f"Prefect block {self.block}" if self.block else f"the webhook from {self.webhook_url.source}"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    file: Path | None = None  # None: calsync.log beside the store
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
 class Config:
     store_path: Path
     salesforce: SalesforceSettings
@@ -163,13 +239,21 @@ class Config:
     users: tuple[UserSettings, ...] = field(default_factory=tuple)
     source: Path | None = None
     graph: GraphSettings | None = None
+    retention_days: int = 90  # snapshots of runs older than this are thinned; 0 keeps every snapshot
+    notify: NotifySettings | None = None
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def log_file(self) -> Path:
+        return self.log.file or self.store_path.parent / "calsync.log"
 
     @property
     def enabled_users(self) -> tuple[UserSettings, ...]:
         return tuple(u for u in self.users if u.enabled)
 
 
-def _secret(section: dict, name: str, where: str, env: dict[str, str], required: bool) -> Secret | None:
+def _secret(section: dict, name: str, where: str, env: dict[str, str], required: bool,
+            base: Path | None = None) -> Secret | None:
     """Resolve ``name`` from ``name_env`` (an environment variable), ``name_block`` (a Prefect Secret
     block) or ``name_file`` (a file, for private keys). A literal ``name`` in the file is refused."""
     if name in section:
@@ -200,7 +284,12 @@ def _secret(section: dict, name: str, where: str, env: dict[str, str], required:
             ) from None
         return Secret(str(value), f"Prefect Secret block {block}")
     if f"{name}_file" in section:
-        path = Path(section[f"{name}_file"]).expanduser()
+        value = section[f"{name}_file"]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"[{where}] {name}_file: expected the path of a file, got {value!r}")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = ((base or Path.cwd()) / path).resolve()  # like every relative path: the config's folder
         if not path.is_file():
             raise ConfigError(f"[{where}] {name}_file: no file at {path}")
         return Secret(path.read_text(), f"file {path}")
@@ -257,63 +346,83 @@ def _seconds(section: dict, key: str, where: str, default: float) -> float:
     return float(wait)
 
 
+SALESFORCE_KEYS = {"auth", "domain", "username", "instance_url", "ca_file", "api_version"} | _secret_keys(
+    "consumer_key", "consumer_secret", "private_key", "session_id")
+EXCHANGE_KEYS = {"endpoint", "username", "auth_type", "max_retry_wait_s"} | _secret_keys("password")
+SYNC_KEYS = {"mass_delete_share", "mass_delete_min", "batch_size", "mailbox_kind"}
+USER_KEYS = {"email", "direction", "filter", "start_date", "mailbox", "enabled", "send_external_invites",
+             "allow_mass_delete", "time_zone", "mailbox_kind"}
+STORE_KEYS = {"path", "retention_days"}
+NOTIFY_KEYS = {"block"} | _secret_keys("webhook_url")
+LOG_KEYS = {"file", "level"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SECTIONS = ("store", "salesforce", "exchange", "graph", "sync", "users", "notify", "log")
+
+
+def _table(raw: Any, where: str, errors: _Errors, missing: str | None = None) -> dict | None:
+    """``raw`` if it is a table; else an error (``missing`` when absent) and None."""
+    if isinstance(raw, dict):
+        return raw
+    if raw is None and missing is None:
+        return {}
+    errors.add(missing if raw is None else f"[{where}]: expected a table")
+    return None
+
+
 def _salesforce(raw: Any, env: dict[str, str], base: Path) -> SalesforceSettings:
-    if not isinstance(raw, dict):
-        raise ConfigError("[salesforce]: missing section; it says how to reach the Salesforce org")
+    e = _Errors()
+    raw = _table(raw, "salesforce", e, "[salesforce]: missing section; it says how to reach the Salesforce org")
+    if raw is None:
+        e.raise_if_any()
     where = "salesforce"
-    auth = _choice(raw, "auth", where, SF_AUTHS, "jwt")
-    ca_path = _ca_file(raw, where, base)
+    _unknown_keys(raw, where, SALESFORCE_KEYS, e)
+    auth = e.run(_choice, raw, "auth", where, SF_AUTHS, "jwt")
+    ca_path = e.run(_ca_file, raw, where, base)
     version = str(raw.get("api_version", "59.0"))
     if not re.fullmatch(r"\d{2}\.0", version) or float(version) < 59:
-        raise ConfigError(f"[salesforce] api_version: expected 59.0 or later, got {version!r}")
+        e.add(f"[salesforce] api_version: expected 59.0 or later, got {version!r}")
     common = {"ca_file": ca_path, "api_version": version}
+    secret = lambda name: e.run(_secret, raw, name, where, env, True, base)  # noqa: E731
     if auth == "session":
-        url = _str(raw, "instance_url", where)
-        if not url.startswith("https://"):
-            raise ConfigError(f"[salesforce] instance_url: expected an https:// URL, got {url!r}")
-        return SalesforceSettings(
-            auth=auth,
-            instance_url=url.rstrip("/"),
-            session_id=_secret(raw, "session_id", where, env, True),
-            **common,
-        )
-    domain = _str(raw, "domain", where)
-    if auth == "jwt":
-        username = _str(raw, "username", where)
-        return SalesforceSettings(
-            auth=auth,
-            domain=domain,
-            username=username,
-            consumer_key=_secret(raw, "consumer_key", where, env, True),
-            private_key=_secret(raw, "private_key", where, env, True),
-            instance_url=raw.get("instance_url"),
-            **common,
-        )
-    return SalesforceSettings(
-        auth=auth,
-        domain=domain,
-        consumer_key=_secret(raw, "consumer_key", where, env, True),
-        consumer_secret=_secret(raw, "consumer_secret", where, env, True),
-        instance_url=raw.get("instance_url"),
-        **common,
-    )
+        url = e.run(_str, raw, "instance_url", where)
+        if url is not None and not url.startswith("https://"):
+            e.add(f"[salesforce] instance_url: expected an https:// URL, got {url!r}")
+        fields = dict(auth=auth, instance_url=(url or "").rstrip("/"), session_id=secret("session_id"))
+    elif auth == "jwt":
+        fields = dict(auth=auth, domain=e.run(_str, raw, "domain", where), username=e.run(_str, raw, "username", where),
+                      consumer_key=secret("consumer_key"), private_key=secret("private_key"),
+                      instance_url=raw.get("instance_url"))
+    elif auth == "client_credentials":
+        fields = dict(auth=auth, domain=e.run(_str, raw, "domain", where), consumer_key=secret("consumer_key"),
+                      consumer_secret=secret("consumer_secret"), instance_url=raw.get("instance_url"))
+    else:
+        fields = {}
+    for name in ("consumer_key", "consumer_secret", "private_key", "session_id"):
+        if name in raw and f"{name}" not in fields:  # a literal secret the auth mode does not read: still refused
+            e.run(_secret, raw, name, where, env, False, base)
+    e.raise_if_any()
+    return SalesforceSettings(**fields, **common)
 
 
-def _exchange(raw: Any, env: dict[str, str]) -> ExchangeSettings:
-    if not isinstance(raw, dict):
-        raise ConfigError("[exchange]: missing section; it says how to reach the Exchange server")
+def _exchange(raw: Any, env: dict[str, str], base: Path | None = None) -> ExchangeSettings:
+    e = _Errors()
+    raw = _table(raw, "exchange", e, "[exchange]: missing section; it says how to reach the Exchange server")
+    if raw is None:
+        e.raise_if_any()
     where = "exchange"
-    endpoint = _str(raw, "endpoint", where)
-    if not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"[exchange] endpoint: expected an http(s):// URL of EWS, got {endpoint!r}")
-    username = _str(raw, "username", where)
-    return ExchangeSettings(
+    _unknown_keys(raw, where, EXCHANGE_KEYS, e)
+    endpoint = e.run(_str, raw, "endpoint", where)
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        e.add(f"[exchange] endpoint: expected an http(s):// URL of EWS, got {endpoint!r}")
+    settings = dict(
         endpoint=endpoint,
-        username=username,
-        password=_secret(raw, "password", where, env, True),
-        auth_type=_choice(raw, "auth_type", where, EWS_AUTHS, "ntlm"),
-        max_retry_wait_s=_seconds(raw, "max_retry_wait_s", where, 60),
+        username=e.run(_str, raw, "username", where),
+        password=e.run(_secret, raw, "password", where, env, True, base),
+        auth_type=e.run(_choice, raw, "auth_type", where, EWS_AUTHS, "ntlm"),
+        max_retry_wait_s=e.run(_seconds, raw, "max_retry_wait_s", where, 60),
     )
+    e.raise_if_any()
+    return ExchangeSettings(**settings)
 
 
 def _https_url(section: dict, key: str, where: str, default: str) -> str:
@@ -325,157 +434,238 @@ def _https_url(section: dict, key: str, where: str, default: str) -> str:
 
 def _graph(raw: Any, env: dict[str, str], base: Path) -> GraphSettings:
     where = "graph"
+    e = _Errors()
     if not isinstance(raw, dict):
         raise ConfigError("[graph]: expected a table (tenant_id, client_id, a certificate or client secret)")
     unknown = sorted(set(raw) - GRAPH_KEYS - {"certificate", "client_secret"})  # literal secrets: see _secret
-    if unknown:
-        raise ConfigError(f"[graph] {unknown[0]}: unknown key; expected one of {', '.join(sorted(GRAPH_KEYS))}")
-    certificate = _secret(raw, "certificate", where, env, False)
-    secret = _secret(raw, "client_secret", where, env, False)
-    if certificate is None and secret is None:
-        raise ConfigError(
-            "[graph] certificate: missing; set certificate_file (a PEM with the app's private key and"
-            " certificate; or certificate_env / certificate_block), or client_secret_env for a client secret"
-        )
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(GRAPH_KEYS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        e.add(f"[graph] {key}: unknown key{hint}; expected one of {', '.join(sorted(GRAPH_KEYS))}")
+    certificate = e.run(_secret, raw, "certificate", where, env, False, base)
+    secret = e.run(_secret, raw, "client_secret", where, env, False, base)
+    if certificate is None and secret is None and not ({"certificate", "client_secret"} & set(raw)) and not any(
+            k.startswith(("certificate_", "client_secret_")) for k in raw):
+        e.add("[graph] certificate: missing; set certificate_file (a PEM with the app's private key and"
+              " certificate; or certificate_env / certificate_block), or client_secret_env for a client secret")
     if certificate is not None and secret is not None:
-        raise ConfigError("[graph] certificate: give a certificate or a client secret, not both")
+        e.add("[graph] certificate: give a certificate or a client secret, not both")
     if certificate is not None and ("PRIVATE KEY-----" not in certificate.get()
                                     or "CERTIFICATE-----" not in certificate.get()):
-        raise ConfigError(
-            f"[graph] certificate: {certificate.source} must hold a PEM private key and the PEM certificate"
-            " registered with the app (concatenate the two)"
-        )
+        e.add(f"[graph] certificate: {certificate.source} must hold a PEM private key and the PEM certificate"
+              " registered with the app (concatenate the two)")
     domains = raw.get("internal_domains", [])
     if not isinstance(domains, list) or not all(isinstance(d, str) and "." in d for d in domains):
-        raise ConfigError(f"[graph] internal_domains: expected a list of domains like [\"acme.com\"], got {domains!r}")
-    return GraphSettings(
-        tenant_id=_str(raw, "tenant_id", where),
-        client_id=_str(raw, "client_id", where),
+        e.add(f"[graph] internal_domains: expected a list of domains like [\"acme.com\"], got {domains!r}")
+        domains = []
+    settings = dict(
+        tenant_id=e.run(_str, raw, "tenant_id", where),
+        client_id=e.run(_str, raw, "client_id", where),
         certificate=certificate,
         client_secret=secret,
-        authority_host=_https_url(raw, "authority_host", where, "https://login.microsoftonline.com"),
-        graph_url=_https_url(raw, "graph_url", where, "https://graph.microsoft.com/v1.0"),
-        ca_file=_ca_file(raw, where, base),
-        max_retry_wait_s=_seconds(raw, "max_retry_wait_s", where, 60),
+        authority_host=e.run(_https_url, raw, "authority_host", where, "https://login.microsoftonline.com"),
+        graph_url=e.run(_https_url, raw, "graph_url", where, "https://graph.microsoft.com/v1.0"),
+        ca_file=e.run(_ca_file, raw, where, base),
+        max_retry_wait_s=e.run(_seconds, raw, "max_retry_wait_s", where, 60),
         internal_domains=tuple(d.strip().lower().lstrip("@") for d in domains),
     )
+    e.raise_if_any()
+    return GraphSettings(**settings)
 
 
 def _sync(raw: Any) -> SyncSettings:
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError("[sync]: expected a table")
+    e = _Errors()
+    raw = _table(raw, "sync", e)
+    if raw is None:
+        e.raise_if_any()
+    _unknown_keys(raw, "sync", SYNC_KEYS, e)
     share = raw.get("mass_delete_share", 0.5)
-    if not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise ConfigError(f"[sync] mass_delete_share: expected a number in (0, 1], got {share!r}")
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        e.add(f"[sync] mass_delete_share: expected a number in (0, 1], got {share!r}")
     minimum = raw.get("mass_delete_min", 4)
-    if not isinstance(minimum, int) or minimum < 0:
-        raise ConfigError(f"[sync] mass_delete_min: expected a whole number >= 0, got {minimum!r}")
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        e.add(f"[sync] mass_delete_min: expected a whole number >= 0, got {minimum!r}")
     batch = raw.get("batch_size", 200)
-    if not isinstance(batch, int) or not 1 <= batch <= 200:
-        raise ConfigError(f"[sync] batch_size: expected a whole number from 1 to 200, got {batch!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 200:
+        e.add(f"[sync] batch_size: expected a whole number from 1 to 200, got {batch!r}")
     kind = raw.get("mailbox_kind")
     if kind is not None and kind not in MAILBOX_KINDS:
-        raise ConfigError(f"[sync] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
+        e.add(f"[sync] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
+    e.raise_if_any()
     return SyncSettings(float(share), minimum, batch, kind)
+
+
+def _user(entry: Any, where: str, seen: set[str], default_kind: str | None,
+          configured: tuple[str, ...]) -> UserSettings:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"[{where}]: expected a table")
+    e = _Errors()
+    _unknown_keys(entry, where, USER_KEYS, e)
+    email = e.run(_str, entry, "email", where)
+    if email is not None:
+        email = email.lower()
+        if not _EMAIL.match(email):
+            e.add(f"[{where}] email: expected an email address, got {email!r}")
+        elif email in seen:
+            e.add(f"[{where}] email: {email} is listed twice; one entry per user")
+        seen.add(email)
+    mailbox = e.run(_str, entry, "mailbox", where, required=False)
+    mailbox = (mailbox or email or "").lower()
+    if "mailbox" in entry and mailbox and not _EMAIL.match(mailbox):
+        e.add(f"[{where}] mailbox: expected an email address, got {mailbox!r}")
+    zone = entry.get("time_zone", "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        e.add(f"[{where}] time_zone: expected an IANA time zone like Europe/Berlin (the mailbox's own"
+              f" zone, used to write all-day events), got {zone!r}")
+    kind = entry.get("mailbox_kind", default_kind)
+    if kind is None:
+        e.add(f"[{where}] mailbox_kind: missing; with both [exchange] and [graph] configured, say for each"
+              " user (or once in [sync] mailbox_kind) whether the mailbox is on ews or graph")
+    elif kind not in MAILBOX_KINDS:
+        e.add(f"[{where}] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
+    elif kind not in configured:
+        section = "exchange" if kind == "ews" else "graph"
+        e.add(f"[{where}] mailbox_kind: {kind} needs a [{section}] section saying how to reach those mailboxes")
+    start = entry.get("start_date")
+    if start is not None and not isinstance(start, date):
+        e.add(f"[{where}] start_date: expected a TOML date like 2026-01-01, got {start!r}")
+    fields = dict(
+        direction=e.run(_choice, entry, "direction", where, DIRECTIONS, "both"),
+        filter=e.run(_choice, entry, "filter", where, FILTERS, "all"),
+        enabled=e.run(_bool, entry, "enabled", where, True),
+        send_external_invites=e.run(_bool, entry, "send_external_invites", where, False),
+        allow_mass_delete=e.run(_bool, entry, "allow_mass_delete", where, False),
+    )
+    e.raise_if_any()
+    return UserSettings(email=email, start_date=start, mailbox=mailbox, time_zone=zone, mailbox_kind=kind, **fields)
 
 
 def _users(raw: Any, default_kind: str | None, configured: tuple[str, ...]) -> tuple[UserSettings, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError("[[users]]: expected at least one synced user")
-    users: list[UserSettings] = []
+    e = _Errors()
     seen: set[str] = set()
-    for i, entry in enumerate(raw, 1):
-        where = f"users #{i}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"[{where}]: expected a table")
-        unknown = set(entry) - {
-            "email", "direction", "filter", "start_date", "mailbox", "enabled",
-            "send_external_invites", "allow_mass_delete", "time_zone", "mailbox_kind",
-        }
-        if unknown:
-            raise ConfigError(f"[{where}] {sorted(unknown)[0]}: unknown key")
-        email = _str(entry, "email", where).lower()
-        if not _EMAIL.match(email):
-            raise ConfigError(f"[{where}] email: expected an email address, got {email!r}")
-        if email in seen:
-            raise ConfigError(f"[{where}] email: {email} is listed twice; one entry per user")
-        seen.add(email)
-        mailbox = (_str(entry, "mailbox", where, required=False) or email).lower()
-        if not _EMAIL.match(mailbox):
-            raise ConfigError(f"[{where}] mailbox: expected an email address, got {mailbox!r}")
-        zone = entry.get("time_zone", "UTC")
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ConfigError(
-                f"[{where}] time_zone: expected an IANA time zone like Europe/Berlin (the mailbox's own"
-                f" zone, used to write all-day events), got {zone!r}"
-            ) from None
-        kind = entry.get("mailbox_kind", default_kind)
-        if kind is None:
-            raise ConfigError(
-                f"[{where}] mailbox_kind: missing; with both [exchange] and [graph] configured, say for each"
-                " user (or once in [sync] mailbox_kind) whether the mailbox is on ews or graph"
-            )
-        if kind not in MAILBOX_KINDS:
-            raise ConfigError(f"[{where}] mailbox_kind: expected one of {', '.join(MAILBOX_KINDS)}, got {kind!r}")
-        if kind not in configured:
-            section = "exchange" if kind == "ews" else "graph"
-            raise ConfigError(
-                f"[{where}] mailbox_kind: {kind} needs a [{section}] section saying how to reach those mailboxes"
-            )
-        start = entry.get("start_date")
-        if start is not None and not isinstance(start, date):
-            raise ConfigError(f"[{where}] start_date: expected a TOML date like 2026-01-01, got {start!r}")
-        users.append(
-            UserSettings(
-                email=email,
-                direction=_choice(entry, "direction", where, DIRECTIONS, "both"),
-                filter=_choice(entry, "filter", where, FILTERS, "all"),
-                start_date=start,
-                mailbox=mailbox,
-                enabled=_bool(entry, "enabled", where, True),
-                send_external_invites=_bool(entry, "send_external_invites", where, False),
-                allow_mass_delete=_bool(entry, "allow_mass_delete", where, False),
-                time_zone=zone,
-                mailbox_kind=kind,
-            )
-        )
+    users = [e.run(_user, entry, f"users #{i}", seen, default_kind, configured) for i, entry in enumerate(raw, 1)]
+    e.raise_if_any()
     return tuple(users)
 
 
+def _store(raw: Any, base: Path) -> tuple[Path, int]:
+    e = _Errors()
+    raw = _table(raw, "store", e)
+    if raw is None:
+        e.raise_if_any()
+    _unknown_keys(raw, "store", STORE_KEYS, e)
+    value = raw.get("path", "data/calsync.duckdb")
+    path = None
+    if not isinstance(value, str) or not value.strip():
+        e.add(f"[store] path: expected the path of the DuckDB file, got {value!r}")
+    else:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+    days = raw.get("retention_days", 90)
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 36500:
+        e.add(f"[store] retention_days: expected a whole number of days (0 keeps every snapshot), got {days!r}")
+    e.raise_if_any()
+    return path, days
+
+
+def _notify(raw: Any, env: dict[str, str], base: Path) -> NotifySettings | None:
+    if raw is None:
+        return None
+    e = _Errors()
+    raw = _table(raw, "notify", e)
+    if raw is None:
+        e.raise_if_any()
+    _unknown_keys(raw, "notify", NOTIFY_KEYS, e)
+    url = e.run(_secret, raw, "webhook_url", "notify", env, False, base)
+    block = raw.get("block")
+    if block is not None and (not isinstance(block, str) or block.count("/") != 1):
+        e.add(f"[notify] block: expected a saved Prefect notification block as \"<block-type-slug>/<name>\""
+              f" (e.g. \"slack-webhook/calsync-alerts\"; `prefect block ls` lists them), got {block!r}")
+    if url is None and block is None and not e.messages:
+        e.add("[notify]: give webhook_url_env (a URL that gets a JSON POST) or block (a Prefect notification"
+              " block), or leave the section out")
+    if url is not None and block is not None:
+        e.add("[notify] block: give a webhook_url or a block, not both")
+    if url is not None and not url.get().startswith(("http://", "https://")):
+        e.add(f"[notify] webhook_url: {url.source} must hold an http(s):// URL")
+    e.raise_if_any()
+    return NotifySettings(webhook_url=url, block=block)
+
+
+def _log(raw: Any, base: Path) -> LogSettings:
+    e = _Errors()
+    raw = _table(raw, "log", e)
+    if raw is None:
+        e.raise_if_any()
+    _unknown_keys(raw, "log", LOG_KEYS, e)
+    level = str(raw.get("level", "INFO")).upper()
+    if level not in LOG_LEVELS:
+        e.add(f"[log] level: expected one of {', '.join(LOG_LEVELS)}, got {raw.get('level')!r}")
+    file = raw.get("file")
+    path = None
+    if file is not None:
+        if not isinstance(file, str) or not file.strip():
+            e.add(f"[log] file: expected the path of the log file, got {file!r}")
+        else:
+            path = Path(file).expanduser()
+            path = path if path.is_absolute() else base / path
+    e.raise_if_any()
+    return LogSettings(file=path, level=level)
+
+
 def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None = None) -> Config:
-    """Validate a parsed TOML document. ``env`` defaults to the process environment."""
+    """Validate a parsed TOML document; ``ConfigError`` lists every error it has. ``env`` defaults to the
+    process environment; relative paths are relative to ``base`` (the config file's folder)."""
     env = dict(os.environ) if env is None else env
     base = base or Path.cwd()
-    known = {"store", "salesforce", "exchange", "graph", "sync", "users"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section; expected {', '.join(sorted(known))}")
-    store = raw.get("store", {}) or {}
-    path = Path(store.get("path", "data/calsync.duckdb"))
-    if not path.is_absolute():
-        path = base / path
-    salesforce = _salesforce(raw.get("salesforce"), env, base)
+    e = _Errors()
+    for section in sorted(set(raw) - set(SECTIONS)):
+        e.add(f"[{section}]: unknown section; expected {', '.join(sorted(SECTIONS))}")
+    store = e.run(_store, raw.get("store"), base) or (None, 90)
+    salesforce = e.run(_salesforce, raw.get("salesforce"), env, base)
     if "exchange" not in raw and "graph" not in raw:
-        raise ConfigError(
-            "[exchange] / [graph]: missing; calsync needs at least one mailbox service: [exchange] for Exchange"
-            " Server on premises (EWS), [graph] for Exchange Online / Microsoft 365 (Microsoft Graph)"
-        )
-    exchange = _exchange(raw["exchange"], env) if "exchange" in raw else None
-    graph = _graph(raw["graph"], env, base) if "graph" in raw else None
-    sync = _sync(raw.get("sync"))
-    configured = tuple(k for k, s in (("ews", exchange), ("graph", graph)) if s is not None)
-    default_kind = sync.mailbox_kind or (configured[0] if len(configured) == 1 else None)
+        e.add("[exchange] / [graph]: missing; calsync needs at least one mailbox service: [exchange] for Exchange"
+              " Server on premises (EWS), [graph] for Exchange Online / Microsoft 365 (Microsoft Graph)")
+    exchange = e.run(_exchange, raw["exchange"], env, base) if "exchange" in raw else None
+    graph = e.run(_graph, raw["graph"], env, base) if "graph" in raw else None
+    sync = e.run(_sync, raw.get("sync")) or SyncSettings(mailbox_kind=(raw.get("sync") or {}).get("mailbox_kind")
+                                                          if isinstance(raw.get("sync"), dict) else None)
+    # A section with errors still counts as configured: its users are not told it is missing.
+    configured = tuple(k for k, name in (("ews", "exchange"), ("graph", "graph")) if name in raw)
+    default_kind = sync.mailbox_kind if sync.mailbox_kind in MAILBOX_KINDS else None
+    default_kind = default_kind or (configured[0] if len(configured) == 1 else None)
+    users = e.run(_users, raw.get("users"), default_kind, configured)
+    notify = e.run(_notify, raw.get("notify"), env, base)
+    log_settings = e.run(_log, raw.get("log"), base)
+    e.raise_if_any()
     return Config(
-        store_path=path,
+        store_path=store[0],
         salesforce=salesforce,
         exchange=exchange,
         sync=sync,
-        users=_users(raw.get("users"), default_kind, configured),
+        users=users,
         graph=graph,
+        retention_days=store[1],
+        notify=notify,
+        log=log_settings,
     )
+
+
+def load_store_settings(path: str | Path) -> tuple[Path, int]:
+    """(store path, retention_days) of the config at ``path``, validating only ``[store]``: commands that only
+    read the store (history, prune) need no secrets."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}; pass --config FILE (see docs/config.md)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _store(raw.get("store"), path.parent.resolve())
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -87,9 +87,15 @@ def write_config(sandbox: Sandbox, spec: dict, path: Path, store: Path, env=None
     return path
 
 
-def run_demo(seed: Path | None = None, store: Path | None = None, today: date | None = None) -> int:
+def run_demo(seed: Path | None = None, store: Path | None = None, today: date | None = None,
+             no_prefect: bool = False) -> int:
+    if not no_prefect:
+        from flows import prefect_api
+
+        prefect_api.begin()  # a temporary Prefect server (if one is needed) boots while the sandbox starts
+    from flows.config import load_config
     from flows.summary import render_table
-    from flows.sync import sync_flow
+    from flows.sync import run_flow, run_sync
 
     seed = seed or DATA / "demo-seed.toml"
     store = store or DATA / "calsync.duckdb"
@@ -105,10 +111,13 @@ def run_demo(seed: Path | None = None, store: Path | None = None, today: date | 
         print(f"sandbox: Salesforce {sandbox.salesforce.instance_url}, Exchange (EWS) {sandbox.exchange.url},"
               f" Exchange Online (Graph) {sandbox.graph.graph_url}")
         print(f"config:  {config}\n")
-        first = sync_flow(str(config), today)
+        def sync() -> dict:
+            return run_sync(load_config(config), today) if no_prefect else run_flow(config, today)
+
+        first = sync()
         print("\n== first run", first["run_id"], first["status"])
         print(render_table(first))
-        second = sync_flow(str(config), today)
+        second = sync()
         print("\n== second run", second["run_id"], second["status"])
         print(render_table(second))
     print(f"\nDuckDB store: {store}")

@@ -127,45 +127,71 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class LocalServer:
     """``prefect server start`` in a subprocess: SQLite under ``home``, on a free loopback port."""
 
-    def __init__(self, home: Path, port: int | None = None, ui: bool | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, ui: bool | None = None, *,
+                 temporary: bool = False) -> None:
         self.home = Path(home)
         self.port = port or _free_port()
         self.ui = ui
+        self.temporary = temporary
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.log_path = self.home / "server.log"
+        self.log_path = self.home / ("temporary-server.log" if temporary else "server.log")
         self.proc: subprocess.Popen | None = None
 
     @property
     def database(self) -> str:
         return os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or str(self.home / "prefect.db")
 
-    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> "LocalServer":
+    def _command(self) -> list[str]:
+        if self.temporary:
+            # What Prefect itself runs for its temporary ("ephemeral") server: the API app under uvicorn with
+            # the services an ephemeral server runs (task run recorder, event triggers), without the UI.
+            # Spawned by calsync, the calsync process never imports the server (about 5 s on 2 cores).
+            import prefect  # noqa: PLC0415 - cheap: the client is imported anyway
+
+            return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
+                    "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        return [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                str(self.port)]
+
+    def spawn(self) -> "LocalServer":
+        """Start the server process and return at once (``wait`` for it to answer)."""
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
         env.update(PREFECT_HOME=str(self.home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        if self.temporary:
+            env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
         if self.ui is not None:
             env["PREFECT_UI_ENABLED"] = "true" if self.ui else "false"
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                 str(self.port)],
-                env=env, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if os.name == "posix" else None,
+                self._command(), env=env, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if os.name == "posix" else None,
             )
         finally:
             log.close()
+        return self
+
+    def wait(self, timeout: float = SERVER_START_TIMEOUT_S) -> "LocalServer":
+        """Wait until the server answers its health check; DeployError (and the server stopped) if it exits
+        or does not answer within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while not healthy(self.api_url, timeout=1.0):
-            if self.proc.poll() is not None:
-                raise DeployError(f"the local Prefect server exited with code {self.proc.returncode} before"
-                                  f" it answered; see {self.log_path}:\n{self._log_tail()}")
+            if self.proc is None or self.proc.poll() is not None:
+                code = self.proc.returncode if self.proc is not None else None
+                self.proc = None
+                raise DeployError(f"the local Prefect server exited with code {code} before it answered; see"
+                                  f" {self.log_path}:\n{self._log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise DeployError(f"the local Prefect server did not answer {self.api_url}/health within"
                                   f" {timeout:.0f} s; see {self.log_path}:\n{self._log_tail()}")
             time.sleep(0.25)
         return self
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> "LocalServer":
+        return self.spawn().wait(timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None

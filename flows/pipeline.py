@@ -5,15 +5,16 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import polars as pl
 import requests
 
-from connectors.errors import CalsyncError, FatalError
+from connectors.errors import CalsyncError, FatalError, connection_problem
 from connectors.exchange import ExchangeConnector
 from connectors.mailbox import MailboxConnector, Mailboxes
 from connectors.salesforce import OrgInfo, SalesforceConnector
@@ -33,6 +34,7 @@ from transforms.schema import (
 from transforms.window import window_bounds
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger("calsync")
 
 
 @dataclass
@@ -80,23 +82,35 @@ def _salesforce(cfg: Config) -> tuple[SalesforceConnector, list[int]]:
     return sf, calls
 
 
-def mailbox_connectors(cfg: Config) -> dict[str, MailboxConnector]:
-    """One connector per mailbox kind the enabled users need."""
-    kinds = {u.mailbox_kind for u in cfg.enabled_users}
+def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, MailboxConnector]:
+    """One connector per mailbox kind the enabled users need (or of ``kinds``). A connector that cannot even be
+    made (Graph signs in to Microsoft Entra ID at once) raises calsync's error naming the service."""
+    kinds = {u.mailbox_kind for u in cfg.enabled_users} if kinds is None else kinds
     zones = {u.mailbox: u.time_zone for u in cfg.users}
     out: dict[str, MailboxConnector] = {}
-    if "ews" in kinds:
-        e = cfg.exchange
-        out["ews"] = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
-                                       time_zones=zones, batch_size=min(cfg.sync.batch_size, 100),
-                                       max_wait_s=e.max_retry_wait_s)
-    if "graph" in kinds:
-        from connectors.graph import GraphConnector  # noqa: PLC0415 - msal only where Graph is used
+    try:
+        if "ews" in kinds:
+            e = cfg.exchange
+            out["ews"] = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
+                                           time_zones=zones, batch_size=min(cfg.sync.batch_size, 100),
+                                           max_wait_s=e.max_retry_wait_s)
+        if "graph" in kinds:
+            out["graph"] = _graph_connector(cfg, zones)
+    except Exception:
+        for c in out.values():
+            c.close()
+        raise
+    return out
 
-        g = cfg.graph
-        domains = g.internal_domains or tuple(sorted(
-            {u.mailbox.split("@", 1)[1] for u in cfg.users if u.mailbox_kind == "graph"}))
-        out["graph"] = GraphConnector(
+
+def _graph_connector(cfg: Config, zones: dict[str, str]) -> MailboxConnector:
+    from connectors.graph import GraphConnector  # noqa: PLC0415 - msal only where Graph is used
+
+    g = cfg.graph
+    domains = g.internal_domains or tuple(sorted(
+        {u.mailbox.split("@", 1)[1] for u in cfg.users if u.mailbox_kind == "graph"}))
+    try:
+        return GraphConnector(
             g.tenant_id, g.client_id,
             certificate_pem=g.certificate.get() if g.certificate else None,
             client_secret=g.client_secret.get() if g.client_secret else None,
@@ -104,7 +118,15 @@ def mailbox_connectors(cfg: Config) -> dict[str, MailboxConnector]:
             ca_file=str(g.ca_file) if g.ca_file else None, time_zones=zones,
             internal_domains=domains, max_wait_s=g.max_retry_wait_s, batch_size=min(cfg.sync.batch_size, 20),
         )
-    return out
+    except CalsyncError:
+        raise
+    except Exception as exc:  # msal reaches the authority when it is made: tell a connection failure apart
+        problem = connection_problem(exc, "Microsoft Entra ID", f"{g.authority_host}/{g.tenant_id}",
+                                     "[graph] authority_host")
+        if problem is not None:
+            raise problem from exc
+        raise FatalError(f"cannot set up the Microsoft Graph connector for tenant {g.tenant_id}"
+                         f" ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}): check [graph]") from exc
 
 
 def connect(cfg: Config) -> Connections:
@@ -379,3 +401,26 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
     return outcomes, current
 
 
+
+
+def retention(cfg: Config, store: Store, now: datetime | None = None) -> dict | None:
+    """Thin old snapshots ([store] retention_days) when due: at most once a day, after a sync has finished.
+    Never fails the run: a failure is logged and the next run tries again."""
+    if cfg.retention_days <= 0:
+        return None
+    now = now or datetime.now(timezone.utc)
+    try:
+        last = store.last_pruned()
+        if last is not None and now - last < timedelta(days=1):
+            return None
+        before = now - timedelta(days=cfg.retention_days)
+        if not store.prunable_runs(before):
+            return None
+        counts = store.prune(before)
+        log.info("retention: thinned the snapshots of %d runs older than %d days (%s event rows dropped)",
+                 counts["runs"], cfg.retention_days, counts["event_snapshots"])
+        return counts
+    except Exception as exc:  # noqa: BLE001 - housekeeping must not fail a sync
+        log.warning("retention: could not prune old snapshots (%s: %s); `calsync prune` retries",
+                    type(exc).__name__, exc)
+        return None

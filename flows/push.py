@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from connectors.errors import CalsyncError
 from flows import pipeline
 from flows.config import Config
 from flows.runs import recorded_run
@@ -34,6 +35,10 @@ _NOWHERE = (datetime(1971, 1, 1, tzinfo=timezone.utc), datetime(1971, 1, 1, 0, 0
 _SLACK = timedelta(days=1)
 
 
+class EventNotFound(CalsyncError):
+    """The event to push is not there (or not one calsync syncs); the message names the id."""
+
+
 def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native_id: str,
              user: str | None) -> tuple[pl.DataFrame, list[dict]]:
     """The pushed event, its possible counterparts, and (Salesforce) its group. Returns (events, notes)."""
@@ -43,7 +48,9 @@ def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native
     if side == "salesforce":
         pushed = conform(conns.salesforce.extract(owners, *_NOWHERE, confirm_ids=[native_id]), EVENT_SCHEMA)
         if pushed.is_empty():
-            return pushed, notes
+            raise EventNotFound(
+                f"no Salesforce Event {native_id} owned by an enabled user of the config: it does not exist, was"
+                " deleted, or its owner is not in [[users]]; check the id (the Event Id in the record's URL)")
         row = pushed.row(0, named=True)
         user_key = row["user_key"]
         lo, hi = row["start"] - _SLACK, row["end"] + _SLACK
@@ -60,7 +67,12 @@ def _extract(conns: pipeline.Connections, users: pl.DataFrame, side: str, native
             notes.append({"user_key": problem_user, "kind": "skipped", "side": "email", "native_id": nid,
                           "reason": str(reason).split(":")[0], "detail": str(reason)})
         if em_one.is_empty():
-            return em_one, notes
+            if got.problems:
+                raise EventNotFound(f"item {native_id} of mailbox {mailboxes[user_key]} could not be read"
+                                    f" ({got.problems[0][2]}); it is not pushed")
+            raise EventNotFound(
+                f"no item {native_id} in the calendar of {mailboxes[user_key]} ({user_key}): it does not exist or"
+                " was deleted; check the id and --user")
         row = em_one.row(0, named=True)
         em = em_one
         sf = conform(conns.salesforce.extract({user_key: owners[user_key]}, row["start"], row["end"]), EVENT_SCHEMA)
@@ -101,9 +113,12 @@ def push(cfg: Config, side: str, native_id: str, today: date | None = None, user
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from flows import logs
     from flows.config import load_config
+    from flows.summary import headline, verdict
 
     cfg = load_config(args.config)
+    logs.configure(cfg, verbose=args.verbose)
     if args.salesforce_id:
         summary = push(cfg, "salesforce", args.salesforce_id, args.today)
     else:
@@ -113,9 +128,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        print(f"push {summary['run_id']}: {summary['status']}")
+        print(f"push {headline(summary)}")
         print(render_table(summary))
-    return 0 if summary["status"] == "succeeded" else 3
+    return verdict(summary).exit_code
 
 
 def add_commands(subparsers) -> None:
@@ -128,4 +143,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--user", help="the synced user whose mailbox holds --email-id")
     p.add_argument("--today", type=date.fromisoformat, help="the run's date (YYYY-MM-DD); default today (UTC)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verbose", "-v", action="store_true", help="show every log line with its traceback")
     p.set_defaults(func=_cmd_push)

@@ -40,6 +40,14 @@ def check_replayable(store: Store, run_id: str) -> dict:
         raise NotReplayable(f"run {run_id} is a {run['mode']}; replay the run it replayed ({run['replay_of']})")
     if run["status"] == "succeeded":
         raise NotReplayable(f"run {run_id} succeeded: every delta is applied, there is nothing to replay")
+    if run["status"] in ("running", "interrupted") and run["planned_at"] is None:
+        raise NotReplayable(
+            f"run {run_id} was interrupted before planning (the process stopped before any delta was planned):"
+            " nothing was written and there is nothing to replay; run a new sync")
+    if run["pruned_at"] is not None:
+        raise NotReplayable(
+            f"run {run_id}'s snapshots were pruned (older than [store] retention_days): it cannot be recomputed;"
+            " run a new sync (it picks up whatever is left)")
     if not store.has_snapshot(run_id) or run["settings"] is None:
         stage = run["failed_stage"] or "an early stage"
         raise NotReplayable(
@@ -94,12 +102,19 @@ def replay(cfg: Config, run_id: str) -> dict:
     """Apply what ``run_id`` left undone. Returns a summary of the replay."""
     replay_id = pipeline.new_run_id()
     with run_lock(cfg.store_path, replay_id), Store(cfg.store_path) as store:
+        store.mark_interrupted()  # we hold the lock: a run still "running" is dead
         run = check_replayable(store, run_id)
         deltas, snap = recompute(store, run_id, run)
         done = store.outcomes(run_id).filter(pl.col("status") == "applied")["delta_id"]
         pending = deltas.filter(~pl.col("delta_id").is_in(done.implode()))
         store.start_run(replay_id, "replay", run["today"], replay_of=run_id)
-        conns = pipeline.connect(cfg)
+        try:
+            conns = pipeline.connect(cfg)
+        except Exception as exc:
+            # Nothing was written: the failed run stays as it was, replayable once the service answers.
+            store.finish_run(replay_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage="connect")
+            exc.run_id, exc.failed_stage, exc.replay_of = replay_id, "connect", run_id
+            raise
         try:
             org = conns.salesforce.org_info()
             creates = pending.filter(pl.col("op").cast(pl.String) == "create").with_columns(
@@ -112,6 +127,7 @@ def replay(cfg: Config, run_id: str) -> dict:
         except Exception as exc:
             store.finish_run(replay_id, "failed", error=f"{type(exc).__name__}: {exc}", failed_stage="load",
                              **conns.api_calls())
+            exc.run_id, exc.failed_stage, exc.replay_of = replay_id, "load", run_id
             raise
         finally:
             conns.close()

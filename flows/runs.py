@@ -6,11 +6,14 @@
         summary = run.finish(deltas, outcomes)
 
 A failure anywhere marks the run failed with the stage it happened in and the reason (never a
-secret: connector errors carry none), and is raised again.
+secret: connector errors carry none), and is raised again carrying ``run_id`` and ``failed_stage``. A run
+left ``running`` by a process that died is marked ``interrupted`` by the next one (which holds the lock, so
+nothing else can be running).
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -25,6 +28,7 @@ from flows.config import Config
 from flows.lock import run_lock
 from flows.summary import summarise
 
+log = logging.getLogger("calsync")
 
 @dataclass
 class RecordedRun:
@@ -66,7 +70,12 @@ def recorded_run(cfg: Config, mode: str, today: date, run_id: str,
         store = Store(cfg.store_path)
         run = RecordedRun(cfg, store, run_id, today)
         try:
-            store.start_run(run_id, mode, today)
+            for dead, planned in store.mark_interrupted():
+                log.warning("run %s was interrupted %s; marked interrupted", dead,
+                            f"while writing: `calsync replay {dead}` finishes it" if planned
+                            else "before planning: nothing was written")
+            store.start_run(run_id, mode, today,
+                            users=[(u.email, u.mailbox, u.mailbox_kind) for u in cfg.enabled_users])
             run.conns = pipeline.connect(cfg)
             try:
                 yield run
@@ -75,6 +84,7 @@ def recorded_run(cfg: Config, mode: str, today: date, run_id: str,
         except Exception as exc:
             store.finish_run(run_id, "failed", error=failure_reason(exc), failed_stage=run.stage,
                              **run.api_calls())
+            exc.run_id, exc.failed_stage = run_id, run.stage  # the CLI and notifications name them
             raise
         finally:
             store.close()

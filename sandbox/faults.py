@@ -9,6 +9,9 @@ the first ``after`` matching calls through (so a test can fail a load after k wr
 - ``throttle``: the server's own throttling reply (Salesforce: 403 REQUEST_LIMIT_EXCEEDED;
   Exchange: ErrorServerBusy with BackOffMilliseconds = ``backoff_ms``).
 - ``drop_after_write``: apply the request, then drop the connection before replying.
+- Junk a proxy or a sick server answers with (Exchange only): ``html_page`` (HTTP 200, a ``text/html``
+  sign-in page), ``truncated_xml`` (HTTP 200, the real SOAP reply cut off half-way; the request is
+  applied), ``http_500_empty`` (HTTP 500 with no body and no content type).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-KINDS = ("http_503", "timeout", "throttle", "drop_after_write")
+KINDS = ("http_503", "timeout", "throttle", "drop_after_write", "html_page", "truncated_xml", "http_500_empty")
 
 
 @dataclass

@@ -369,11 +369,22 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "throttle":
                 self._send(500, soap.server_busy(fault.backoff_ms))
                 return
+            if fault.kind == "html_page":
+                self._send(200, b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form>"
+                                b"<input name='username'></form></body></html>", "text/html; charset=utf-8")
+                return
+            if fault.kind == "http_500_empty":
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
 
         status, payload = self._dispatch(principal, operation, header, request)
         if fault is not None and fault.kind == "drop_after_write":
             self._drop()
             return
+        if fault is not None and fault.kind == "truncated_xml":
+            payload = payload[: len(payload) // 2]
         self._send(status, payload)
 
     def _dispatch(self, principal: str, operation: str, header, request) -> tuple[int, bytes]:

@@ -196,8 +196,9 @@ def connector(sb, **kw):
     g = sb.graph
     kw.setdefault("certificate_pem", g.certificate_file.read_text())
     kw.setdefault("max_wait_s", 2)
+    kw.setdefault("ca_file", str(g.ca_file))
     return GraphConnector(g.tenant_id, g.client_id, authority_host=g.login_url, graph_url=g.graph_url,
-                          ca_file=str(g.ca_file), internal_domains=["example.com"], **kw)
+                          internal_domains=["example.com"], **kw)
 
 
 @pytest.fixture
@@ -253,8 +254,15 @@ def test_an_on_premises_mailbox_says_to_use_ews(sb, org, conn):
 def test_an_unreachable_graph_is_retriable_and_names_the_url(sb, org):
     c = connector(sb)
     c.http.base = "https://127.0.0.1:1/v1.0"  # nothing listens there
-    with pytest.raises(RetriableError, match="127.0.0.1:1"):
+    with pytest.raises(RetriableError, match=r"127\.0\.0\.1:1.*refused the connection") as err:
         c.read(ANN, ANN, WS, WE)
+    assert "replay" not in str(err.value)  # a failed read has nothing to replay
+
+
+def test_a_certificate_that_fails_verification_is_fatal_and_says_what_to_check(sb, org):
+    with connector(sb, ca_file=None) as c:  # the system's CAs do not know the sandbox's certificate
+        with pytest.raises(FatalError, match="TLS certificate.*failed verification.*authority_host"):
+            c.read(ANN, ANN, WS, WE)
 
 
 def test_c24_externals_follow_salesforce_on_updates_without_being_mailed(sb, org, conn):
@@ -318,3 +326,11 @@ def test_one_connector_never_exceeds_graphs_concurrency_per_mailbox(sb, org, con
         for c in others:
             c.close()
     assert sb.graph.throttle.throttled > 0
+
+
+def test_an_unknown_tenant_is_fatal_and_names_it(sb, org):
+    g = sb.graph
+    with GraphConnector("no-such-tenant.example", g.client_id, client_secret=g.client_secret,
+                        authority_host=g.login_url, graph_url=g.graph_url, ca_file=str(g.ca_file)) as c:
+        with pytest.raises(FatalError, match="tenant no-such-tenant.example.*tenant_id"):
+            c.read(ANN, ANN, WS, WE)

@@ -130,3 +130,28 @@ def test_second_writer_gets_a_clear_message(tmp_path):
                 f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert "Another calsync process may hold it" in out.stdout, out.stderr
+
+
+def test_version_3_store_learns_when_runs_planned_and_whom_they_were_for(tmp_path):
+    """Schema 4: runs.planned_at (a run interrupted before planning has nothing to replay), runs.pruned_at, and
+    run_users; a version-3 store fills them from what it kept."""
+    path = tmp_path / "v3.duckdb"
+    with Store(path) as store:  # today's tables, then taken back to what version 3 had
+        store.con.execute("DROP TABLE run_users")
+        store.con.execute("ALTER TABLE runs DROP COLUMN planned_at")
+        store.con.execute("ALTER TABLE runs DROP COLUMN pruned_at")
+        store.con.execute("DELETE FROM schema_version")
+        store.con.execute("INSERT INTO schema_version VALUES (1), (2), (3)")
+        store.con.execute("INSERT INTO runs (run_id, mode, status, started_at) VALUES"
+                          " ('r1', 'sync', 'succeeded', now()), ('r2', 'sync', 'running', now())")
+        store.con.execute("INSERT INTO user_snapshots (run_id, user_key, mailbox) VALUES ('r1', 'a@x.com', 'a@x.com')")
+        store.con.execute("INSERT INTO notes (run_id, user_key, kind, reason) VALUES ('r1', 'b@x.com', 'refused',"
+                          " 'mailbox_unreadable')")
+    with Store(path) as store:
+        assert store.one("SELECT max(version) FROM schema_version") == (SCHEMA_VERSION,)
+        planned = dict(store.con.execute("SELECT run_id, planned_at IS NOT NULL FROM runs").fetchall())
+        assert planned == {"r1": True, "r2": False}
+        assert sorted(store.con.execute("SELECT run_id, user_key FROM run_users").fetchall()) == [
+            ("r1", "a@x.com"), ("r1", "b@x.com")]
+        assert store.mark_interrupted() == [("r2", False)]
+        assert store.one("SELECT status, failed_stage FROM runs WHERE run_id = 'r2'") == ("interrupted", "before planning")

@@ -23,7 +23,11 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
     world.sb.exchange.org.add_item(BOB, "Partner call", at(2, 9), at(2, 10))
     for _ in range(2):
         world.sb.exchange.org.add_item(BOB, "Dup", at(3, 9), at(3, 10))
-    world.sync()
+    # A write that fails in the first run (Bob's mailbox is the second written) and the second run makes.
+    org.add_event(world.ids[BOB], "Flaky", at(4, 9), at(4, 10))
+    world.sb.faults.add("http_503", count=50, route="CreateItem", after=1)
+    assert world.sync()["status"] == "partial"
+    world.sb.faults.clear()
     sf = world.salesforce()
     sf.Event.update(sf_id, {"Subject": "Board prep v2"})
     # A conflict: both sides of Bob's pair edited, the mailbox a minute later.
@@ -33,7 +37,7 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
     item = next(i for i in world.account(BOB).calendar.all() if i.subject == "Partner call")
     item.subject = "Partner call (mail)"
     item.save(update_fields=["subject"])
-    world.sync()
+    assert world.sync()["status"] == "succeeded"
 
     queries = _queries()
     assert len(queries) >= 6
@@ -52,6 +56,11 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
         assert all(c[0] and c[0] > 0 for c in calls)
         calls = store.con.execute("SELECT sf_api_calls, ews_api_calls FROM v_api_calls").fetchall()
         assert len(calls) == 2 and all(sf and sf > 0 and ews and ews > 0 for sf, ews in calls)
+        second = store.one("SELECT max(run_id) FROM runs")[0]
+        assert store.con.execute("SELECT user_key, op, fixed_how, fixed_by_run FROM v_failures").fetchall() == [
+            (BOB, "create", "later run", second)]
+        assert store.con.execute("SELECT user_key, last_outcome, pending_failed_deltas FROM v_user_status"
+                                 " ORDER BY user_key").fetchall() == [(ALICE, "synced", 0), (BOB, "synced", 0)]
 
     assert show_history(world.tmp / "calsync.duckdb") == 0
     out = tmp_path / "export"

@@ -182,3 +182,124 @@ def test_a_users_kind_needs_its_section():
     del raw["exchange"]
     with pytest.raises(ConfigError, match=r"\[exchange\] / \[graph\]: missing"):
         parse_config(raw, ENV)
+
+
+# ------------------------------------------------------------------------------- issue 11: typos, every error
+
+@pytest.mark.parametrize(
+    ("section", "key", "message"),
+    [
+        ("exchange", "auth_typ", r"\[exchange\] auth_typ: unknown key \(did you mean auth_type\?\)"),
+        ("sync", "batch_sise", r"\[sync\] batch_sise: unknown key \(did you mean batch_size\?\)"),
+        ("sync", "mass_delete_shar", r"\[sync\] mass_delete_shar: unknown key \(did you mean mass_delete_share\?\)"),
+        ("salesforce", "api_verson", r"\[salesforce\] api_verson: unknown key \(did you mean api_version\?\)"),
+        ("store", "pth", r"\[store\] pth: unknown key \(did you mean path\?\)"),
+        ("log", "lvl", r"\[log\] lvl: unknown key"),
+    ],
+)
+def test_unknown_keys_are_refused_in_every_section(section, key, message):
+    raw = _raw()
+    raw.setdefault(section, {})[key] = "x"
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, ENV)
+
+
+def test_every_error_in_the_file_is_reported_at_once(tmp_path: Path, capsys):
+    from flows.cli import main
+
+    path = tmp_path / "calsync.toml"
+    path.write_text(
+        '[salesforce]\nauth = "session"\ninstance_url = "http://insecure"\nsession_id_env = "NOPE_SID"\n'
+        '[exchange]\nendpoint = "http://x/EWS/Exchange.asmx"\nusername = "svc@example.com"\npassword_env = "EWS_PW"\n'
+        'auth_typ = "basic"\n'
+        '[sync]\nbatch_sise = 10\nmass_delete_share = 3\n'
+        '[[users]]\nemail = "alice@example.com"\ndirection = "sideways"\n'
+        '[[users]]\nemail = "not-an-address"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ENV)
+    expected = [
+        r"\[salesforce\] instance_url: expected an https:// URL",
+        r"\[salesforce\] session_id_env: the environment variable NOPE_SID is not set",
+        r"\[exchange\] auth_typ: unknown key",
+        r"\[sync\] batch_sise: unknown key",
+        r"\[sync\] mass_delete_share: expected a number in \(0, 1\]",
+        r"\[users #1\] direction: expected one of both",
+        r"\[users #2\] email: expected an email address",
+    ]
+    import re
+
+    assert len(info.value.errors) == len(expected), info.value.errors
+    for pattern, message in zip(expected, info.value.errors):
+        assert re.search(pattern, message), (pattern, message)
+    # The command line: one line per error, exit 2, no secret (the password variable is set: never echoed).
+    import os
+
+    os.environ["EWS_PW"] = "hunter2"
+    try:
+        assert main(["sync", "--config", str(path), "--no-prefect"]) == 2
+    finally:
+        del os.environ["EWS_PW"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(expected) and all(line.startswith("calsync: config error: [") for line in err), err
+    assert "hunter2" not in "".join(err)
+
+
+def test_file_paths_are_relative_to_the_config_folder(tmp_path: Path, monkeypatch):
+    conf = tmp_path / "etc"
+    (conf / "secrets").mkdir(parents=True)
+    (conf / "secrets" / "ews.pw").write_text("from-a-file")
+    (conf / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (conf / "calsync.toml").write_text(
+        '[store]\npath = "state/calsync.duckdb"\n'
+        '[salesforce]\nauth = "session"\ninstance_url = "https://127.0.0.1:1"\nsession_id_env = "SF_SID"\n'
+        'ca_file = "ca.pem"\n'
+        '[exchange]\nendpoint = "http://x/EWS/Exchange.asmx"\nusername = "svc@example.com"\n'
+        'password_file = "secrets/ews.pw"\n'
+        '[log]\nfile = "logs/calsync.log"\n'
+        '[[users]]\nemail = "alice@example.com"\n')
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory must not matter
+    cfg = load_config(conf / "calsync.toml", ENV)
+    assert cfg.exchange.password.get() == "from-a-file"
+    assert "from-a-file" not in repr(cfg.exchange) and str((conf / "secrets" / "ews.pw").resolve()) in repr(cfg.exchange)
+    assert cfg.store_path == conf.resolve() / "state/calsync.duckdb"
+    assert cfg.salesforce.ca_file == (conf / "ca.pem").resolve()
+    assert cfg.log_file == conf.resolve() / "logs/calsync.log"
+
+
+def test_the_shipped_example_config_is_valid(tmp_path: Path):
+    """calsync.example.toml (hybrid: [exchange], [graph], users of both kinds, [notify], [log]) parses as shipped,
+    its relative secret files resolved against its own folder."""
+    example = Path(__file__).resolve().parents[2] / "calsync.example.toml"
+    copy = tmp_path / "calsync.toml"
+    copy.write_text(example.read_text())
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "salesforce.key").write_text("-----BEGIN PRIVATE KEY-----\nMIIkey\n-----END PRIVATE KEY-----\n")
+    (tmp_path / "secrets" / "graph.pem").write_text(PEM)
+    env = {"CALSYNC_SF_CONSUMER_KEY": "3MVG9key", "CALSYNC_EWS_PASSWORD": "pw",
+           "CALSYNC_WEBHOOK_URL": "https://hooks.example.com/T000/B000/XXXX"}
+    cfg = load_config(copy, env)
+    assert (cfg.exchange is not None, cfg.graph is not None) == (True, True)
+    assert {u.email: u.mailbox_kind for u in cfg.users} == {
+        "alice@acme.com": "ews", "bob@acme.com": "graph", "carol@acme.com": "ews"}
+    assert cfg.notify.webhook_url.get().startswith("https://hooks.example.com/")
+    assert "XXXX" not in repr(cfg.notify) and cfg.retention_days == 90 and cfg.log.level == "INFO"
+    assert cfg.salesforce.private_key.get().startswith("-----BEGIN PRIVATE KEY")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"notify": {}}, r"\[notify\]: give webhook_url_env"),
+        ({"notify": {"block": "no-slash"}}, r"\[notify\] block: expected a saved Prefect notification block"),
+        ({"notify": {"webhook_url_env": "EWS_PW"}}, r"\[notify\] webhook_url: environment variable EWS_PW must hold"),
+        ({"notify": {"webhook_url": "https://literal"}}, r"\[notify\] webhook_url: secrets are not read"),
+        ({"log": {"level": "LOUD"}}, r"\[log\] level: expected one of DEBUG, INFO"),
+        ({"store": {"retention_days": -1}}, r"\[store\] retention_days: expected a whole number of days"),
+    ],
+)
+def test_notify_log_and_retention_errors_name_the_key(section, message):
+    raw = _raw(**section)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, ENV)

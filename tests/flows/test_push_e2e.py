@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from flows.config import load_config
-from flows.push import add_commands, push
+from flows.push import EventNotFound, add_commands, push
 from tests.flows.conftest import at, user_block, mail_with as _mail, sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -75,11 +75,27 @@ def test_push_by_cli_records_a_push_run(world, capsys):
         parser.parse_args(["push", "--config", str(world.config_path)])  # one id is required
 
 
-def test_push_unknown_or_private_event(world):
+def test_push_unknown_or_private_event(world, capsys):
     world.configure(user_block(ALICE, filter="updates_only", direction="email_to_salesforce"))
     cfg = load_config(world.config_path, env=world.env)
-    s = push(cfg, "salesforce", "00U000000000000AAA", today=world.today)
-    assert s["totals"]["deltas"] == 0 and s["status"] == "succeeded"
+    with pytest.raises(EventNotFound, match="no Salesforce Event 00U000000000000AAA owned by an enabled user"):
+        push(cfg, "salesforce", "00U000000000000AAA", today=world.today)
+    assert world.query("SELECT status, failed_stage FROM runs") == [("failed", "extract")]
+    with pytest.raises(EventNotFound, match=r"item AAMk-nope of mailbox alice@example.com could not be read"):
+        push(cfg, "email", "AAMk-nope", today=world.today, user=ALICE)
+    gone = world.sb.exchange.org.add_item(ALICE, "Deleted before the push", at(2, 9), at(2, 10))
+    next(i for i in world.account(ALICE).calendar.all() if i.id == gone).delete()
+    with pytest.raises(EventNotFound, match=rf"no item {gone} in the calendar of alice@example.com"):
+        push(cfg, "email", gone, today=world.today, user=ALICE)
+    # The command line: one line naming the id, a non-zero exit.
+    import os
+
+    os.environ.update(world.env)
+    from flows.cli import main
+
+    assert main(["push", "--config", str(world.config_path), "--salesforce-id", "00U000000000000AAA"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "EventNotFound: no Salesforce Event 00U000000000000AAA" in err[0], err
     private = world.sb.salesforce.org.add_event(world.ids[ALICE], "Dentist", at(1, 8), at(1, 9), is_private=True,
                                                 description="root canal")
     push(cfg, "salesforce", private, today=world.today)
