@@ -334,3 +334,25 @@ def test_an_unknown_tenant_is_fatal_and_names_it(sb, org):
                         authority_host=g.login_url, graph_url=g.graph_url, ca_file=str(g.ca_file)) as c:
         with pytest.raises(FatalError, match="tenant no-such-tenant.example.*tenant_id"):
             c.read(ANN, ANN, WS, WE)
+
+
+def test_debug_logs_carry_no_credentials_tokens_or_private_details(sb, org, caplog):
+    """Everything a Graph sync logs at DEBUG (the connector, msal, urllib3): no secret, no token, nothing of a
+    private event but its id."""
+    import logging
+
+    org.add_item(ANN, "Dentist: root canal", u(2024, 5, 6, 8), u(2024, 5, 6, 9), body="the molar, left",
+                 sensitivity="Private", required_attendees=["dr.smile@clinic.example"])
+    with caplog.at_level(logging.DEBUG):
+        with connector(sb, certificate_pem=None, client_secret=sb.graph.client_secret) as c:
+            rows = c.read(ANN, ANN, WS, WE).events
+            c.apply(email_deltas({"delta_id": "p", "op": "create", "subject": "Lawyer: divorce papers",
+                                  "description": "custody", "is_private": True, "start": u(2024, 5, 9, 9),
+                                  "end": u(2024, 5, 9, 10)}))
+            token = c.http.token()
+    assert "Dentist: root canal" in rows["subject"].to_list()  # the read itself is whole
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "calendarView" in text  # the requests are logged...
+    for secret in ("Dentist", "root canal", "the molar", "dr.smile@clinic.example", "Lawyer", "divorce", "custody",
+                   sb.graph.client_secret, token):
+        assert secret not in text, f"{secret[:12]!r} is in the DEBUG log"  # ...and nothing else
