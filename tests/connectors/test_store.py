@@ -83,7 +83,7 @@ def test_version_2_store_gains_graph_calls_and_remembers_its_mailboxes_were_ews(
                 " ('p1', 'a@x.com', 'a@x.com', '00U1', 'AAMk1'), ('p2', 'a@x.com', 'a@x.com', '00U2', 'AAMk2')")
     con.close()
     with Store(path) as store:
-        assert store.one("SELECT max(version) FROM schema_version") == (3,)
+        assert store.one("SELECT max(version) FROM schema_version") == (SCHEMA_VERSION,)
         assert store.mailbox_kinds() == {"a@x.com": "ews"}
         store.start_run("r1", "sync", date(2026, 12, 2))
         store.finish_run("r1", "succeeded", graph_api_calls=7)
