@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # calsync's two entry points on a fresh machine. Sets itself up the first time (a virtual
 # environment in .venv with the pinned packages), then:
-#   ./run.sh demo    sync a seeded local sandbox org twice (Salesforce + Exchange stand-ins)
+#   ./run.sh demo    sync a seeded local sandbox org twice (Salesforce, Exchange EWS and Graph stand-ins)
 #   ./run.sh test    the whole test suite (extra arguments go to pytest)
 #   ./run.sh calsync ARGS...   any calsync command
 set -euo pipefail
