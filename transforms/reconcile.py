@@ -183,6 +183,42 @@ def _group_designation(ev_sf: pl.DataFrame, bound_sf: pl.DataFrame, users: pl.Da
     )
 
 
+_NO_LINKS = {"sf_rid": pl.UInt32, "em_rid": pl.UInt32}
+
+
+def _links_by_meeting_uid(pool: pl.DataFrame, st: pl.DataFrame, nw: pl.DataFrame, meeting_uid: pl.Series) -> pl.DataFrame:
+    """C15 (sf_rid, em_rid): each unpaired Salesforce child event linked to the copy of its group's meeting in its
+    owner's mailbox, by meeting uid (for an occurrence of a series, uid plus original start: the connectors build
+    ``meeting_uid`` so). A group (organizer, key: Salesforce keeps parent and children on the same subject and
+    times) knows its meeting uid from the email side of any stored pair of the group (the organizer's copy, or an
+    invitee's linked copy); the delivered copies carry the same uid whatever their times or subject, which may
+    lag behind Salesforce until the organizer's update arrives. A child or a copy that would link twice is left
+    to the key (R3). ``pool`` needs rid, uid, side, is_child, organizer_email, key; ``meeting_uid`` is the
+    events' column (by rid)."""
+    none = pl.DataFrame(schema=_NO_LINKS)
+    children = pool.filter((pl.col("side") == SF) & pl.col("is_child").fill_null(False) & pl.col("key").is_not_null())
+    if children.is_empty():
+        return none
+    children = children.select(pl.col("rid").alias("sf_rid"), "uid", pl.col("organizer_email").str.to_lowercase().alias("org"), "key")
+    bound = st.filter(pl.col("sf_rid").is_not_null() & pl.col("em_rid").is_not_null())
+    groups = bound.select(
+        *_gather(nw, bound["sf_rid"], {"organizer_email": "org", "key": "key"}),
+        meeting_uid.gather(bound["em_rid"]).alias("meeting_uid"),
+    ).with_columns(pl.col("org").str.to_lowercase()).drop_nulls().join(
+        children.select("org", "key").unique(), on=["org", "key"], how="semi").unique()
+    if groups.is_empty():
+        return none
+    em_pool = pool.filter((pl.col("side") == EM) & pl.col("uid").is_in(children["uid"].unique().implode()))
+    em_pool = em_pool.select(pl.col("rid").alias("em_rid"), "uid", meeting_uid.gather(em_pool["rid"]).alias("meeting_uid"))
+    links = (
+        children.join(groups, on=["org", "key"], how="inner")
+        .join(em_pool.drop_nulls(), on=["uid", "meeting_uid"], how="inner")
+        .select("sf_rid", "em_rid").unique()
+    )
+    one = (pl.len().over("sf_rid") == 1) & (pl.len().over("em_rid") == 1)
+    return links.filter(one).sort("sf_rid")
+
+
 def _missing_synced_attendees(st: pl.DataFrame, nw: pl.DataFrame, events: pl.DataFrame, synced: pl.DataFrame) -> pl.Series:
     """R13/C11/C15 ``regroup`` per stored pair (aligned with ``st``): its Salesforce side invites a synced User
     (other than the pair's user) who is not an attendee of its email side, while that side is the user's own
@@ -615,6 +651,11 @@ def reconcile(
         for name in (SF, EM):
             _raise_duplicates(pool.filter(pl.col("side") == name), ["user_key", "native_id"], f"{name} events")
     del pool_ids
+    # C15: children linked to their delivered copies by meeting uid, before any pairing by key (R3) or duplicate
+    # key (R4): identity first, so a copy whose times or subject lag behind Salesforce still links
+    uid_links = _links_by_meeting_uid(pool, st, nw, ev_all["meeting_uid"])
+    if uid_links.height:
+        pool = pool.filter(~pl.col("rid").is_in(pl.concat([uid_links["sf_rid"], uid_links["em_rid"]]).implode()))
     pool = pool.with_columns(
         (pl.len().over("uid", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
     ).with_columns(pl.col("dup").any().over("uid", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
@@ -646,6 +687,16 @@ def reconcile(
             maintain_order="left",
         )
     )
+    if uid_links.height:
+        key_pairs = pl.concat([
+            uid_links.select(
+                *_gather(nw, uid_links["sf_rid"], {"user_key": "user_key", "uid": "uid", "key": "key"}),
+                "sf_rid", nw["native_id"].gather(uid_links["sf_rid"]).alias("sf_id"), pl.lit(True).alias("sf_passes"),
+                pl.lit(True).alias("sf_is_child"), "em_rid", nw["native_id"].gather(uid_links["em_rid"]).alias("email_id"),
+                pl.lit(True).alias("em_passes"),
+            ),
+            key_pairs,
+        ], how="vertical_relaxed")
     key_pairs = key_pairs.hstack(
         _gather(u, key_pairs["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox", "sf_user_id": "sf_user_id"})
     ).filter(

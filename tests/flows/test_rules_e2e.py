@@ -672,3 +672,62 @@ def test_bad_data_each_gets_an_outcome(world):
     assert again["totals"]["deltas"] == 0, again
     assert len(_one(world.mail_items(ALICE), subject="S" * 300)["subject"]) == 300
     assert len(_one(world.mail_items(ALICE), subject="Long body")["body"]) == 40_000
+
+
+def _linked_pairs(world, user):
+    return world.query("SELECT sf_id, email_id FROM pairs WHERE user_key = ? AND linked", [user])
+
+
+def test_r13_child_links_by_meeting_uid_after_the_meeting_moved(world):
+    # The organizer's event moves after the meeting was delivered and before the invitee's child is linked:
+    # the child moved with it in Salesforce, the delivered copy keeps the old time until the update arrives.
+    world.configure(user_block(ALICE), user_block(BOB))
+    ev = world.sb.salesforce.org.add_event(world.ids[ALICE], "Account review", at(5, 13), at(5, 14),
+                                           invitee_ids=[world.ids[BOB]])
+    world.sync()
+    assert len(_mail(world, BOB, "Account review")) == 1  # delivered
+    world.salesforce().Event.update(ev, {"StartDateTime": at(5, 15).isoformat(), "EndDateTime": at(5, 16).isoformat()})
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert s["totals"]["created"] == 0, s  # no standalone Salesforce copy for Bob (R14/C16)
+    world.sync()
+    child = _one(world.sf_events(BOB), Subject="Account review")
+    assert child["IsChild"]
+    copy = _one(world.mail_items(BOB), subject="Account review")
+    assert copy["start"] == at(5, 15)
+    assert _linked_pairs(world, BOB) == [(child["Id"], copy["id"])]
+    assert "child_event" not in _reasons(world.sync(), BOB)
+    assert world.sync()["totals"]["deltas"] == 0
+
+
+def test_r13_group_meeting_edits_settle_into_quiet_runs(world):
+    # Alice's meeting with Bob (synced) and Carol (Contact): edits on both sides, some before Bob's child is linked.
+    world.configure(user_block(ALICE), user_block(BOB))
+    sf = world.salesforce()
+    ev = world.sb.salesforce.org.add_event(world.ids[ALICE], "Quarterly review", at(5, 13), at(5, 14),
+                                           invitee_ids=[world.ids[BOB], world.ids[CAROL]])
+    world.sync()
+    edits = [
+        {"Subject": "Quarterly review (room 4)"},
+        {"StartDateTime": at(5, 14).isoformat(), "EndDateTime": at(5, 15).isoformat()},
+        {"Description": "agenda attached"},
+        {"Subject": "Quarterly review (final)", "StartDateTime": at(6, 9).isoformat(), "EndDateTime": at(6, 10).isoformat()},
+    ]
+    for change in edits:
+        sf.Event.update(ev, change)
+        world.sb.clock.advance(timedelta(minutes=1))
+        world.sync()
+    item = next(i for i in world.account(ALICE).calendar.all() if i.subject == "Quarterly review (final)")
+    item.subject = "Quarterly review (Outlook)"
+    item.save(update_fields=["subject"], send_meeting_invitations="SendToAllAndSaveCopy")
+    world.sb.clock.advance(timedelta(minutes=1))
+    world.sync()  # copies the organizer's edit to Salesforce
+    world.sync()  # settles what that write sent on
+    for _ in range(2):
+        quiet = world.sync()
+        assert quiet["totals"]["deltas"] == 0, quiet
+    assert [e["IsChild"] for e in world.sf_events(BOB)] == [True]  # one event on Bob's calendar: his child
+    assert len(world.sf_events(ALICE)) == 1
+    assert [i["subject"] for i in world.mail_items(BOB)] == ["Quarterly review (Outlook)"]
+    assert world.sf_events(BOB)[0]["Subject"] == "Quarterly review (Outlook)"
+    assert len(_linked_pairs(world, BOB)) == 1

@@ -149,7 +149,9 @@ class World:
         invs = d["invitees"] or []
         if d["target_side"] == "salesforce":
             invs = [i | {"response": "none" if i["response"] == "tentative" else i["response"]} for i in invs]
-        base = old or ev(d["target_side"], native_id, user=d["user_key"])
+        # a mailbox gives every item it stores a meeting uid (C15 links delivered copies by it)
+        uid = {"meeting_uid": f"UID-{native_id}"} if d["target_side"] == "email" and old is None else {}
+        base = (old or ev(d["target_side"], native_id, user=d["user_key"])) | uid
         return base | {
             "native_id": native_id, "subject": d["subject"], "start": d["start"], "end": d["end"],
             "is_all_day": d["is_all_day"], "description": d["description"], "is_private": d["is_private"],
