@@ -35,6 +35,7 @@ import polars as pl
 from transforms import invitees as inv
 from transforms.digest import combine, hex128, id128, id_digests
 from transforms.normalise import clean_subject_series, content_hash_expr, normalise
+from transforms.text import target_text
 from transforms.schema import (
     DELTA_SCHEMA,
     DESCRIPTION_MAX,
@@ -917,6 +918,12 @@ def reconcile(
                f"subject cut to {SUBJECT_MAX} characters for Salesforce (C19)", side=_other(pl.col("target_side")), native_id="source_id"),
         _notes(writes.filter(pl.col("description_cut")), "truncated", "description_truncated",
                f"description cut to {DESCRIPTION_MAX} characters for Salesforce (C19)", side=_other(pl.col("target_side")), native_id="source_id"),
+        _notes(writes.filter(pl.col("subject_altered")), "altered", "subject_altered",
+               "subject written to the mailbox with ? for control characters a mailbox cannot store (C19)",
+               side=_other(pl.col("target_side")), native_id="source_id"),
+        _notes(writes.filter(pl.col("description_altered")), "altered", "description_altered",
+               "description written to the mailbox with ? for control characters a mailbox cannot store (C19)",
+               side=_other(pl.col("target_side")), native_id="source_id"),
     ]
     conflicts = needs.filter(pl.col("both_changed")).select("pair_id").unique()
     conflict_rows = sy.join(conflicts, on="pair_id", how="semi")
@@ -1035,6 +1042,9 @@ def reconcile(
     )
 
 
+_NO_TEXT_NOTES = [pl.lit(False).alias(c) for c in ("subject_cut", "description_cut", "subject_altered", "description_altered")]
+
+
 def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced: pl.DataFrame, settings: Settings,
            rows: "_Rows | None" = None) -> pl.DataFrame:
     """The payload each work row writes (R9/C10, C19, R10-R12) and its projected hash (C7).
@@ -1066,14 +1076,14 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
             pl.col("t_subject").alias("subject"), pl.col("t_description").alias("description"),
             pl.col("t_is_private").alias("is_private"), pl.col("t_invitees").alias("invitees"),
             pl.col("t_invitees").alias("invitees_rb"), no_who.alias("who_ids"),
-            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+            *_NO_TEXT_NOTES,
         ),
         # R9/C10: the busy copy of a private event
         private.with_columns(
             pl.lit(PRIVATE_SUBJECT).alias("subject"), pl.lit("").alias("description"), pl.lit(True).alias("is_private"),
             _EMPTY_INV.alias("invitees"), _EMPTY_INV.alias("invitees_rb"),
             pl.when((pl.col("target_side") == SF) & pl.col("is_create")).then(pl.lit([], dtype=pl.List(pl.String))).alias("who_ids"),
-            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+            *_NO_TEXT_NOTES,
         ),
     ]
     schema = {"invitees": pl.List(INVITEE), "invitees_rb": pl.List(INVITEE), "who_ids": pl.List(pl.String)}
@@ -1089,25 +1099,23 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
     for side, rows in by_side.items():
         shaped = conform(shaped_by_side[side], schema)  # one row per input row, in order
         rows = rows.hstack(shaped)
-        to_sf = side == SF
-
-        def limited(b: str, t: str, limit: int, to_sf: bool = to_sf) -> pl.Expr:
-            # C19: cut towards Salesforce; copying the cut text back to email keeps email's full text.
-            if to_sf:
-                return pl.col(b).str.slice(0, limit)
-            return (
-                pl.when(pl.col(t).is_not_null() & (pl.col(t).str.len_chars() > limit) & (pl.col(t).str.slice(0, limit) == pl.col(b)))
-                .then(pl.col(t)).otherwise(pl.col(b))
-            )
-
+        # C19 and the stored forms of text (transforms.text): what the target holds after the write, so the pair
+        # remembers that and a round trip never counts as an edit (R7)
+        subject, subject_cut, subject_altered = target_text(
+            pl.col("b_subject"), pl.col("t_subject"), limit=SUBJECT_MAX, to_salesforce=side == SF, description=False)
+        description, description_cut, description_altered = target_text(
+            pl.col("b_description"), pl.col("t_description"), limit=DESCRIPTION_MAX, to_salesforce=side == SF,
+            description=True)
         parts.append(rows.with_columns(
-            limited("b_subject", "t_subject", SUBJECT_MAX).alias("subject"),
-            limited("b_description", "t_description", DESCRIPTION_MAX).alias("description"),
+            subject.alias("subject"),
+            description.alias("description"),
             pl.col("b_is_private").alias("is_private"),
             pl.col("invitees").fill_null(_EMPTY_INV),
             pl.col("invitees_rb").fill_null(_EMPTY_INV),
-            ((pl.col("b_subject").str.len_chars() > SUBJECT_MAX) & pl.lit(to_sf)).fill_null(False).alias("subject_cut"),
-            ((pl.col("b_description").str.len_chars() > DESCRIPTION_MAX) & pl.lit(to_sf)).fill_null(False).alias("description_cut"),
+            subject_cut.alias("subject_cut"),
+            description_cut.alias("description_cut"),
+            subject_altered.alias("subject_altered"),
+            description_altered.alias("description_altered"),
         ))
     drop = [c for c in ("t_subject", "t_description", "t_invitees", "b_subject", "b_description", "b_invitees", "b_organizer")]
     parts = [pt.drop(drop, strict=False) for pt in parts]

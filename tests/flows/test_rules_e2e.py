@@ -731,3 +731,60 @@ def test_r13_group_meeting_edits_settle_into_quiet_runs(world):
     assert [i["subject"] for i in world.mail_items(BOB)] == ["Quarterly review (Outlook)"]
     assert world.sf_events(BOB)[0]["Subject"] == "Quarterly review (Outlook)"
     assert len(_linked_pairs(world, BOB)) == 1
+
+
+# ------------------------------------------------------------------------------------------------ R7/C19 text
+
+
+def test_r7_a_round_trip_through_the_mailbox_keeps_the_salesforce_original(world):
+    # A mailbox keeps neither a body's trailing whitespace nor the control characters XML cannot carry ("?"):
+    # the copy's stored form is not an edit, and the Salesforce originals are never rewritten.
+    world.configure(user_block(ALICE))
+    org, a = world.sb.salesforce.org, world.ids[ALICE]
+    originals = {
+        org.add_event(a, "Trailing spaces", at(2, 9), at(2, 10), description="notes   "): None,
+        org.add_event(a, "Trailing newline", at(2, 11), at(2, 12), description="line one\nline two\n"): None,
+        org.add_event(a, "Long text", at(2, 13), at(2, 14), description="x" * 31_990 + " " * 10): None,
+        org.add_event(a, "Nul\x00inside", at(3, 9), at(3, 10)): None,
+        org.add_event(a, "Vertical\x0btab", at(3, 11), at(3, 12), description="a\x0bb & <c>"): None,
+    }
+    for sf_id in originals:
+        originals[sf_id] = {k: org.record(sf_id)[k] for k in ("Subject", "Description")}
+    first = world.sync()
+    assert first["totals"]["created"] == 5, first
+    assert sorted(_reasons(first, ALICE)) == ["description_altered", "subject_altered", "subject_altered"]
+    assert sorted(i["subject"] for i in world.mail_items(ALICE)) == [
+        "Long text", "Nul?inside", "Trailing newline", "Trailing spaces", "Vertical?tab"]
+    settle = world.sync()
+    assert settle["totals"]["deltas"] == 0, settle
+    # a person moves every copy in Outlook: the times flow back, the texts stay as their owner wrote them
+    acct = world.account(ALICE)
+    for item in acct.calendar.all():
+        item.start, item.end = item.start + timedelta(days=1), item.end + timedelta(days=1)
+        item.save(update_fields=["start", "end"])
+    world.sb.clock.advance(timedelta(minutes=1))
+    back = world.sync()
+    assert back["totals"]["updated"] == 5, back
+    for sf_id, texts in originals.items():
+        now = org.record(sf_id)
+        assert {k: now[k] for k in texts} == texts
+    assert world.sync()["totals"]["deltas"] == 0
+
+
+def test_c19_control_characters_in_outlook_reach_salesforce_without_harm_to_other_items(world):
+    world.configure(user_block(ALICE))
+    ex = world.sb.exchange.org
+    ex.add_item(ALICE, "Budget\x0b2027", at(2, 9), at(2, 10), body="totals\x01due")
+    ex.add_item(ALICE, "R&D <review>", at(3, 9), at(3, 10), body='Q&A "quoted"')
+    world.sync()
+    assert sorted((e["Subject"], e["Description"]) for e in world.sf_events(ALICE)) == [
+        ("Budget\x0b2027", "totals\x01due"), ("R&D <review>", 'Q&A "quoted"')]
+    assert world.sync()["totals"]["deltas"] == 0
+    # a Salesforce edit of the time is written back without touching the Outlook subject
+    ev = _one(world.sf_events(ALICE), Subject="Budget\x0b2027")
+    world.salesforce().Event.update(ev["Id"], {"StartDateTime": at(2, 15).isoformat(), "EndDateTime": at(2, 16).isoformat()})
+    world.sb.clock.advance(timedelta(minutes=1))
+    world.sync()
+    item = _one(world.mail_items(ALICE), start=at(2, 15))
+    assert item["subject"] == "Budget\x0b2027"
+    assert world.sync()["totals"]["deltas"] == 0
