@@ -788,3 +788,56 @@ def test_c19_control_characters_in_outlook_reach_salesforce_without_harm_to_othe
     item = _one(world.mail_items(ALICE), start=at(2, 15))
     assert item["subject"] == "Budget\x0b2027"
     assert world.sync()["totals"]["deltas"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ C23 Salesforce series
+
+
+def test_c23_salesforce_series_sync_their_occurrences_never_their_masters(world):
+    # A Classic weekly series and a Lightning Experience event series in Salesforce: every occurrence is an event of
+    # its own (C23); the Classic master and the series' pattern record are not events and reach no mailbox.
+    world.configure(user_block(ALICE))
+    org, sf = world.sb.salesforce.org, world.salesforce()
+    first = at(1, 9).date()
+    master = org.add_event(world.ids[ALICE], "Weekly 1:1", at(1, 9), at(1, 9, 30), IsRecurrence=True,
+                           RecurrenceType="RecursWeekly", RecurrenceDayOfWeekMask=[2, 4, 8, 16, 32, 64, 1][first.weekday()],
+                           RecurrenceEndDateOnly=first + timedelta(weeks=5), RecurrenceTimeZoneSidKey="Europe/Berlin")
+    daily = sf.Event.create({"Subject": "Standup", "OwnerId": world.ids[ALICE], "StartDateTime": at(2, 8).isoformat(),
+                             "DurationInMinutes": 15, "IsRecurrence2": True,
+                             "Recurrence2PatternText": "RRULE:FREQ=DAILY;INTERVAL=1;COUNT=5"})["id"]
+    s = world.sync()
+    assert s["status"] == "succeeded", s
+    weekly_items = sorted(i["start"] for i in _mail(world, ALICE, "Weekly 1:1"))
+    assert weekly_items == [at(1 + 7 * n, 9) for n in range(6)]  # the occurrences, not the master
+    assert sorted(i["start"] for i in _mail(world, ALICE, "Standup")) == [at(2 + n, 8) for n in range(5)]
+    assert world.sync()["totals"]["deltas"] == 0
+    rows = sf.query_all(f"SELECT Id, StartDateTime FROM Event WHERE RecurrenceActivityId = '{master}' ORDER BY StartDateTime")
+    occ = [r["Id"] for r in rows["records"]]
+    assert master not in {p[3] for p in _pairs(world, ALICE)} and set(occ) <= {p[3] for p in _pairs(world, ALICE)}
+
+    # an occurrence edited in Salesforce reaches its own copy; a deleted one takes its copy with it
+    sf.Event.update(occ[1], {"Subject": "Weekly 1:1 (offsite)"})
+    sf.Event.delete(occ[2])
+    sf.Event.update(daily, {"Description": "first of the week"})
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert (s["totals"]["updated"], s["totals"]["deleted"]) == (2, 1), s
+    assert [i["start"] for i in _mail(world, ALICE, "Weekly 1:1 (offsite)")] == [at(8, 9)]
+    assert sorted(i["start"] for i in _mail(world, ALICE, "Weekly 1:1")) == [at(1 + 7 * n, 9) for n in (0, 3, 4, 5)]
+    assert [i["body"] for i in _mail(world, ALICE, "Standup") if i["start"] == at(2, 8)] == ["first of the week"]
+
+    # an Outlook edit of one occurrence's copy reaches that occurrence's row, and no other
+    acct = world.account(ALICE)
+    item = next(i for i in acct.calendar.all() if i.subject == "Weekly 1:1" and i.start == at(22, 9))
+    item.start, item.end = at(22, 11), at(22, 11, 30)
+    item.save(update_fields=["start", "end"])
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert s["totals"]["updated"] == 1, s
+    moved = org.record(occ[3])
+    assert datetime.fromisoformat(str(moved["StartDateTime"]).replace("Z", "+00:00")) == at(22, 11)
+    starts = sorted(datetime.fromisoformat(str(org.record(i)["StartDateTime"]).replace("Z", "+00:00"))
+                    for i in occ if i != occ[2])
+    assert starts == [at(1, 9), at(8, 9), at(22, 11), at(29, 9), at(36, 9)]
+    assert org.record(master)["IsRecurrence"] is True and not org.record(master)["IsDeleted"]
+    assert world.sync()["totals"]["deltas"] == 0
