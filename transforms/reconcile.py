@@ -35,7 +35,6 @@ import polars as pl
 from transforms import invitees as inv
 from transforms.digest import combine, hex128, id128, id_digests
 from transforms.normalise import clean_subject_series, content_hash_expr, normalise
-from transforms.text import target_text
 from transforms.schema import (
     DELTA_SCHEMA,
     DESCRIPTION_MAX,
@@ -52,6 +51,7 @@ from transforms.schema import (
     Side,
     conform,
 )
+from transforms.text import target_text
 from transforms.window import window_bounds
 
 SF, EM = "salesforce", "email"
