@@ -47,7 +47,7 @@ UTC = timezone.utc
 WIN_START, WIN_END = window_bounds(TODAY)
 
 PROFILES = {"ci": {"max_examples": 12, "stateful_step_count": 12, "derandomize": True},
-            "long": {"max_examples": 400, "stateful_step_count": 25, "derandomize": False}}
+            "long": {"max_examples": 300, "stateful_step_count": 25, "derandomize": False}}
 PROFILE = os.environ.get("CALSYNC_PROPERTY_PROFILE", "ci")
 
 SPEC = {
@@ -391,16 +391,30 @@ class SyncMachine(RuleBasedStateMachine):
         self._tick()
 
     # ---- the sync and what must hold after it ---------------------------------------------------------------------
+    def _run(self) -> tuple[dict, bool]:
+        """One sync; and whether it sent a meeting message into another synced user's mailbox."""
+        ex = self.sandbox.exchange.org
+        before = len(ex.invitations())
+        s = self.world.sync()
+        assert s["status"] == "succeeded" and s["totals"]["failed"] == 0, s
+        return s, any(i["recipient"] in USERS for i in ex.invitations()[before:])
+
+    @staticmethod
+    def _writes(s: dict) -> dict:
+        return {k: s["totals"][k] for k in ("created", "updated", "deleted")}
+
     @rule()
     def sync(self):
-        runs = [self.world.sync() for _ in range(3)]
-        self.syncs += 1
-        for s in runs:
-            assert s["status"] == "succeeded" and s["totals"]["failed"] == 0, s
-        settle, quiet = runs[1], runs[2]
-        writes = {k: settle["totals"][k] for k in ("created", "updated", "deleted")}
-        assert writes == {"created": 0, "updated": 0, "deleted": 0}, f"the settling sync wrote {writes}: {settle}"
+        _, delivered = self._run()
+        settle, _ = self._run()
+        if delivered and any(self._writes(settle).values()):
+            # a meeting message calsync sent changed a copy in the other synced mailbox (R13/R14): that user's own
+            # event follows on this run, which is the one that settles
+            settle, _ = self._run()
+        assert not any(self._writes(settle).values()), f"the settling sync wrote {self._writes(settle)}: {settle}"
+        quiet, _ = self._run()
         assert quiet["totals"]["deltas"] == 0, f"a quiet sync planned deltas: {quiet}"
+        self.syncs += 1
         self.edited.clear()
         self._check_presence()
         self._check_pairs_agree()
