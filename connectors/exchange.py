@@ -265,11 +265,11 @@ def item_to_row(item: Any, *, user_key: str, mailbox: str) -> dict:
         "user_key": user_key.lower(),
         "native_id": item.id,
         "version": item.changekey,
-        "subject": item.subject or "",
+        "subject": exchange_fastparse.restore_text(item.subject) or "",
         "start": start,
         "end": end,
         "is_all_day": bool(item.is_all_day),
-        "description": text_of(item),
+        "description": exchange_fastparse.restore_text(text_of(item)),
         "is_private": item.sensitivity in PRIVATE_SENSITIVITIES,
         "organizer_email": organizer,
         "last_modified": _aware_utc(item.last_modified_time) if item.last_modified_time else None,
@@ -651,6 +651,7 @@ class _CountingProtocol(Protocol):
     def create_session(self):  # noqa: ANN201 - exchangelib's signature
         session = super().create_session()
         session.hooks["response"].append(self.counter)
+        session.hooks["response"].append(exchange_fastparse.mark_own)  # control characters kept, see there
         return session
 
 

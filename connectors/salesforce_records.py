@@ -61,12 +61,16 @@ class OrgInfo:
     ``relation_flags``: which of ``IsInvitee``/``IsParent`` the org's EventRelation has.
     ``recurrence_masters``: Event has ``IsRecurrence`` (Classic recurring series): the series master
     row is then left out of reads, each occurrence being its own event (C23).
+    ``event_series``: Event has ``IsRecurrence2`` (Lightning Experience event series): the record that
+    holds a series' pattern (``GroupEventType`` 3, not ``IsRecurrence``) is left out likewise; the events of
+    the series are read as events.
     """
 
     shared_activities: bool
     required_fields: tuple[str, ...] = ()
     relation_flags: tuple[str, ...] = field(default=("IsInvitee",))
     recurrence_masters: bool = False
+    event_series: bool = False
 
     @property
     def can_create_events(self) -> bool:
@@ -94,6 +98,7 @@ def org_info_from_describe(event_describe: Mapping[str, Any], relation_describe:
         required_fields=required,
         relation_flags=flags,
         recurrence_masters="IsRecurrence" in names,
+        event_series="IsRecurrence2" in names,
     )
 
 
@@ -247,7 +252,9 @@ def window_soql(owner_ids: Sequence[str], window_start: datetime, window_end: da
         " WHERE OwnerId IN {owners} AND StartDateTime < {end}"
         " AND (EndDateTime > {start} OR (IsAllDayEvent = true AND EndDateTime > {day_before}))"
         "{masters:literal}",
-        masters=" AND IsRecurrence = false" if org.recurrence_masters else "",
+        # C23: series masters are never events; SOQL's != keeps the rows where GroupEventType is null
+        masters=(" AND IsRecurrence = false" if org.recurrence_masters else "")
+        + (" AND GroupEventType != '3'" if org.event_series else ""),
         fields=", ".join(EVENT_FIELDS),
         sub=relation_subquery(org),
         owners=list(owner_ids),

@@ -72,7 +72,7 @@ VIEWS: dict[str, str] = {
     # Failures, skips and conflicts by user and reason.
     "v_problems": """
         SELECT run_id, user_key, kind, reason, side, native_id, detail FROM notes
-        WHERE kind IN ('conflict', 'skipped', 'refused', 'duplicate', 'truncated')
+        WHERE kind IN ('conflict', 'skipped', 'refused', 'duplicate', 'truncated', 'altered')
         UNION ALL
         SELECT o.run_id, d.user_key, 'failed' AS kind, split_part(o.error, ':', 1) AS reason,
                d.target_side AS side, coalesce(d.target_id, d.source_id) AS native_id, o.error AS detail

@@ -59,7 +59,7 @@ def summarise(deltas: pl.DataFrame, outcomes: pl.DataFrame, notes: pl.DataFrame)
             e["duplicates"] += 1
         elif kind == "conflict":
             e["conflicts"].append({"reason": row["reason"], "detail": row["detail"]})
-        elif kind in ("skipped", "truncated"):
+        elif kind in ("skipped", "truncated", "altered"):
             e["skipped"].append({"reason": row["reason"], "side": row["side"],
                                  "native_id": row["native_id"], "detail": row["detail"]})
         elif kind == "refused":

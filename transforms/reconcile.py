@@ -51,6 +51,7 @@ from transforms.schema import (
     Side,
     conform,
 )
+from transforms.text import target_text
 from transforms.window import window_bounds
 
 SF, EM = "salesforce", "email"
@@ -181,6 +182,42 @@ def _group_designation(ev_sf: pl.DataFrame, bound_sf: pl.DataFrame, users: pl.Da
         ).alias("designated"),
         pl.col("_bound").fill_null(False).any().alias("delivered"),
     )
+
+
+_NO_LINKS = {"sf_rid": pl.UInt32, "em_rid": pl.UInt32}
+
+
+def _links_by_meeting_uid(pool: pl.DataFrame, st: pl.DataFrame, nw: pl.DataFrame, meeting_uid: pl.Series) -> pl.DataFrame:
+    """C15 (sf_rid, em_rid): each unpaired Salesforce child event linked to the copy of its group's meeting in its
+    owner's mailbox, by meeting uid (for an occurrence of a series, uid plus original start: the connectors build
+    ``meeting_uid`` so). A group (organizer, key: Salesforce keeps parent and children on the same subject and
+    times) knows its meeting uid from the email side of any stored pair of the group (the organizer's copy, or an
+    invitee's linked copy); the delivered copies carry the same uid whatever their times or subject, which may
+    lag behind Salesforce until the organizer's update arrives. A child or a copy that would link twice is left
+    to the key (R3). ``pool`` needs rid, uid, side, is_child, organizer_email, key; ``meeting_uid`` is the
+    events' column (by rid)."""
+    none = pl.DataFrame(schema=_NO_LINKS)
+    children = pool.filter((pl.col("side") == SF) & pl.col("is_child").fill_null(False) & pl.col("key").is_not_null())
+    if children.is_empty():
+        return none
+    children = children.select(pl.col("rid").alias("sf_rid"), "uid", pl.col("organizer_email").str.to_lowercase().alias("org"), "key")
+    bound = st.filter(pl.col("sf_rid").is_not_null() & pl.col("em_rid").is_not_null())
+    groups = bound.select(
+        *_gather(nw, bound["sf_rid"], {"organizer_email": "org", "key": "key"}),
+        meeting_uid.gather(bound["em_rid"]).alias("meeting_uid"),
+    ).with_columns(pl.col("org").str.to_lowercase()).drop_nulls().join(
+        children.select("org", "key").unique(), on=["org", "key"], how="semi").unique()
+    if groups.is_empty():
+        return none
+    em_pool = pool.filter((pl.col("side") == EM) & pl.col("uid").is_in(children["uid"].unique().implode()))
+    em_pool = em_pool.select(pl.col("rid").alias("em_rid"), "uid", meeting_uid.gather(em_pool["rid"]).alias("meeting_uid"))
+    links = (
+        children.join(groups, on=["org", "key"], how="inner")
+        .join(em_pool.drop_nulls(), on=["uid", "meeting_uid"], how="inner")
+        .select("sf_rid", "em_rid").unique()
+    )
+    one = (pl.len().over("sf_rid") == 1) & (pl.len().over("em_rid") == 1)
+    return links.filter(one).sort("sf_rid")
 
 
 def _missing_synced_attendees(st: pl.DataFrame, nw: pl.DataFrame, events: pl.DataFrame, synced: pl.DataFrame) -> pl.Series:
@@ -615,6 +652,11 @@ def reconcile(
         for name in (SF, EM):
             _raise_duplicates(pool.filter(pl.col("side") == name), ["user_key", "native_id"], f"{name} events")
     del pool_ids
+    # C15: children linked to their delivered copies by meeting uid, before any pairing by key (R3) or duplicate
+    # key (R4): identity first, so a copy whose times or subject lag behind Salesforce still links
+    uid_links = _links_by_meeting_uid(pool, st, nw, ev_all["meeting_uid"])
+    if uid_links.height:
+        pool = pool.filter(~pl.col("rid").is_in(pl.concat([uid_links["sf_rid"], uid_links["em_rid"]]).implode()))
     pool = pool.with_columns(
         (pl.len().over("uid", "side", "key") >= 2).and_(pl.col("key").is_not_null()).alias("dup"),
     ).with_columns(pl.col("dup").any().over("uid", "key").and_(pl.col("key").is_not_null()).alias("blocked"))
@@ -646,6 +688,16 @@ def reconcile(
             maintain_order="left",
         )
     )
+    if uid_links.height:
+        key_pairs = pl.concat([
+            uid_links.select(
+                *_gather(nw, uid_links["sf_rid"], {"user_key": "user_key", "uid": "uid", "key": "key"}),
+                "sf_rid", nw["native_id"].gather(uid_links["sf_rid"]).alias("sf_id"), pl.lit(True).alias("sf_passes"),
+                pl.lit(True).alias("sf_is_child"), "em_rid", nw["native_id"].gather(uid_links["em_rid"]).alias("email_id"),
+                pl.lit(True).alias("em_passes"),
+            ),
+            key_pairs,
+        ], how="vertical_relaxed")
     key_pairs = key_pairs.hstack(
         _gather(u, key_pairs["uid"], {"filter_mode": "filter_mode", "s2e": "s2e", "e2s": "e2s", "mailbox": "_u_mailbox", "sf_user_id": "sf_user_id"})
     ).filter(
@@ -866,6 +918,12 @@ def reconcile(
                f"subject cut to {SUBJECT_MAX} characters for Salesforce (C19)", side=_other(pl.col("target_side")), native_id="source_id"),
         _notes(writes.filter(pl.col("description_cut")), "truncated", "description_truncated",
                f"description cut to {DESCRIPTION_MAX} characters for Salesforce (C19)", side=_other(pl.col("target_side")), native_id="source_id"),
+        _notes(writes.filter(pl.col("subject_altered")), "altered", "subject_altered",
+               "subject written to the mailbox with ? for control characters a mailbox cannot store (C19)",
+               side=_other(pl.col("target_side")), native_id="source_id"),
+        _notes(writes.filter(pl.col("description_altered")), "altered", "description_altered",
+               "description written to the mailbox with ? for control characters a mailbox cannot store (C19)",
+               side=_other(pl.col("target_side")), native_id="source_id"),
     ]
     conflicts = needs.filter(pl.col("both_changed")).select("pair_id").unique()
     conflict_rows = sy.join(conflicts, on="pair_id", how="semi")
@@ -984,6 +1042,9 @@ def reconcile(
     )
 
 
+_NO_TEXT_NOTES = [pl.lit(False).alias(c) for c in ("subject_cut", "description_cut", "subject_altered", "description_altered")]
+
+
 def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced: pl.DataFrame, settings: Settings,
            rows: "_Rows | None" = None) -> pl.DataFrame:
     """The payload each work row writes (R9/C10, C19, R10-R12) and its projected hash (C7).
@@ -1015,14 +1076,14 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
             pl.col("t_subject").alias("subject"), pl.col("t_description").alias("description"),
             pl.col("t_is_private").alias("is_private"), pl.col("t_invitees").alias("invitees"),
             pl.col("t_invitees").alias("invitees_rb"), no_who.alias("who_ids"),
-            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+            *_NO_TEXT_NOTES,
         ),
         # R9/C10: the busy copy of a private event
         private.with_columns(
             pl.lit(PRIVATE_SUBJECT).alias("subject"), pl.lit("").alias("description"), pl.lit(True).alias("is_private"),
             _EMPTY_INV.alias("invitees"), _EMPTY_INV.alias("invitees_rb"),
             pl.when((pl.col("target_side") == SF) & pl.col("is_create")).then(pl.lit([], dtype=pl.List(pl.String))).alias("who_ids"),
-            pl.lit(False).alias("subject_cut"), pl.lit(False).alias("description_cut"),
+            *_NO_TEXT_NOTES,
         ),
     ]
     schema = {"invitees": pl.List(INVITEE), "invitees_rb": pl.List(INVITEE), "who_ids": pl.List(pl.String)}
@@ -1038,25 +1099,23 @@ def _shape(work: pl.DataFrame, u: pl.DataFrame, directory: pl.DataFrame, synced:
     for side, rows in by_side.items():
         shaped = conform(shaped_by_side[side], schema)  # one row per input row, in order
         rows = rows.hstack(shaped)
-        to_sf = side == SF
-
-        def limited(b: str, t: str, limit: int, to_sf: bool = to_sf) -> pl.Expr:
-            # C19: cut towards Salesforce; copying the cut text back to email keeps email's full text.
-            if to_sf:
-                return pl.col(b).str.slice(0, limit)
-            return (
-                pl.when(pl.col(t).is_not_null() & (pl.col(t).str.len_chars() > limit) & (pl.col(t).str.slice(0, limit) == pl.col(b)))
-                .then(pl.col(t)).otherwise(pl.col(b))
-            )
-
+        # C19 and the stored forms of text (transforms.text): what the target holds after the write, so the pair
+        # remembers that and a round trip never counts as an edit (R7)
+        subject, subject_cut, subject_altered = target_text(
+            pl.col("b_subject"), pl.col("t_subject"), limit=SUBJECT_MAX, to_salesforce=side == SF, description=False)
+        description, description_cut, description_altered = target_text(
+            pl.col("b_description"), pl.col("t_description"), limit=DESCRIPTION_MAX, to_salesforce=side == SF,
+            description=True)
         parts.append(rows.with_columns(
-            limited("b_subject", "t_subject", SUBJECT_MAX).alias("subject"),
-            limited("b_description", "t_description", DESCRIPTION_MAX).alias("description"),
+            subject.alias("subject"),
+            description.alias("description"),
             pl.col("b_is_private").alias("is_private"),
             pl.col("invitees").fill_null(_EMPTY_INV),
             pl.col("invitees_rb").fill_null(_EMPTY_INV),
-            ((pl.col("b_subject").str.len_chars() > SUBJECT_MAX) & pl.lit(to_sf)).fill_null(False).alias("subject_cut"),
-            ((pl.col("b_description").str.len_chars() > DESCRIPTION_MAX) & pl.lit(to_sf)).fill_null(False).alias("description_cut"),
+            subject_cut.alias("subject_cut"),
+            description_cut.alias("description_cut"),
+            subject_altered.alias("subject_altered"),
+            description_altered.alias("description_altered"),
         ))
     drop = [c for c in ("t_subject", "t_description", "t_invitees", "b_subject", "b_description", "b_invitees", "b_organizer")]
     parts = [pt.drop(drop, strict=False) for pt in parts]

@@ -120,7 +120,7 @@ DELTA_SCHEMA: dict[str, pl.DataType] = {
     "private_origin": Side,
 }
 
-NOTE_KINDS = ["duplicate", "conflict", "skipped", "refused", "notice", "truncated"]
+NOTE_KINDS = ["duplicate", "conflict", "skipped", "refused", "notice", "truncated", "altered"]
 
 # Things the run did not write but must report: duplicates, conflicts, skips, refused users.
 NOTE_SCHEMA: dict[str, pl.DataType] = {

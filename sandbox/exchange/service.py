@@ -7,6 +7,7 @@ are cited where a rule is copied.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -28,6 +29,7 @@ from .store import (
     Recurrence,
     SoapFault,
     fmt_dt,
+    stored_body,
     to_utc,
 )
 
@@ -67,8 +69,18 @@ def _bool(text: str | None) -> bool:
     return (text or "").strip().lower() in ("true", "1")
 
 
+# Characters XML 1.0 cannot carry. EWS does not drop them from a reply: it writes them as numeric character
+# references, which strict XML readers then refuse -- replies quoted in
+# https://github.com/OfficeDev/ews-java-api/issues/233 ("<t:Subject>...CASEBR&#x1A;S CAIXA...</t:Subject>") and
+# https://github.com/OfficeDev/ews-java-api/issues/156 (NUL "represented as the character reference &#x0;").
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _x(value) -> str:
-    return escape(str(value))
+    text = escape(str(value))
+    if _NOT_XML.search(text) is None:
+        return text
+    return _NOT_XML.sub(lambda m: f"&#x{ord(m.group()):X};", text)
 
 
 def parse_datetime(text: str, ctx: Context, tz_hint: str | None = None) -> datetime:
@@ -805,8 +817,8 @@ def parse_item_fields(ctx: Context, elem) -> dict:
         if name == "Subject":
             out["subject"] = text
         elif name == "Body":
-            out["body"] = text
             out["body_type"] = c.get("BodyType", "Text")
+            out["body"] = stored_body(text, out["body_type"])
         elif name == "Sensitivity":
             if text not in SENSITIVITIES:
                 raise EwsError("ErrorInvalidValueForProperty", f"Invalid Sensitivity {text!r}.")

@@ -82,6 +82,18 @@ class SoapFault(Exception):
         self.message_xml = message_xml
 
 
+def stored_body(body: str | None, body_type: str = "Text") -> str | None:
+    """A body as the store keeps it. Exchange converts bodies to and from its stored formats (plain text, HTML,
+    RTF), which do not keep whitespace: "Message stores that support Rich Text Format (RTF) ignore any changes to
+    white space in the message text" (PidTagBody,
+    https://learn.microsoft.com/en-us/office/client-developer/outlook/mapi/pidtagbody-canonical-property). The
+    sandbox drops a Text body's trailing whitespace (line breaks included); an HTML body is kept as sent (its
+    TextBody is derived with whitespace collapsed, ``service.text_body``)."""
+    if body is None or body_type == "HTML":
+        return body
+    return body.rstrip()
+
+
 def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -527,7 +539,7 @@ class Org:
                 created=now,
                 last_modified=to_utc(last_modified) if last_modified else now,
                 changekey=self.new_changekey(),
-                body=body,
+                body=stored_body(body),
                 sensitivity=sensitivity,
                 location=location,
                 required=required,

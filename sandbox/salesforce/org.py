@@ -51,8 +51,9 @@ import threading
 from collections import deque
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Iterator
+from zoneinfo import ZoneInfo
 
-from . import ids, schema, soql
+from . import ids, recurrence, schema, soql
 from .schema import Child, SObject
 
 MAX_EVENT_MINUTES = 14 * 24 * 60  # multiday events: 14 days
@@ -65,6 +66,10 @@ EVENT_MIRRORED = (
     "DurationInMinutes", "IsAllDayEvent", "Description", "Location", "IsPrivate", "WhoId", "WhatId",
 )
 CHILD_UPDATABLE = {"IsReminderSet", "ReminderDateTime"}
+# a Classic series' pattern, on its master only
+_PATTERN_FIELDS = {"RecurrenceStartDateTime", "RecurrenceEndDateOnly", "RecurrenceType", "RecurrenceInterval",
+                   "RecurrenceDayOfWeekMask", "RecurrenceDayOfMonth", "RecurrenceInstance", "RecurrenceMonthOfYear",
+                   "RecurrenceTimeZoneSidKey"}
 
 
 class SfError(Exception):
@@ -309,7 +314,8 @@ class Org(soql.Host):
         rid = self._ids.new(schema.PREFIX[typ])
         rec: dict[str, Any] = {"Id": rid}
         for f in (self.objects[typ].fields.values() if typ in self.objects else ()):
-            rec.setdefault(f.name, None)
+            # a checkbox is never null in Salesforce: false until set
+            rec.setdefault(f.name, False if f.type == "boolean" and not f.nillable else None)
         rec.update({"CreatedDate": now, "LastModifiedDate": now, "SystemModstamp": now,
                     "CreatedById": user_id, "LastModifiedById": user_id})
         if typ != "User":
@@ -707,10 +713,21 @@ class Org(soql.Host):
             raise SfError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{name}]", [name])
 
     def _create_event(self, values: dict, user_id: str, *, when: datetime | None = None) -> str:
+        if values.get("IsRecurrence"):
+            return self._create_classic_series(values, user_id, when)
+        if values.get("IsRecurrence2"):
+            return self._create_event_series(values, user_id, when)
+        if _PATTERN_FIELDS & {k for k, v in values.items() if v is not None}:
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", "Recurrence fields need IsRecurrence set to true (sandbox wording)",
+                          sorted(_PATTERN_FIELDS & values.keys()))
+        return self._create_single(values, user_id, when)
+
+    def _create_single(self, values: dict, user_id: str, when: datetime | None = None) -> str:
         rec = self._new_record("Event", user_id, when)
         rec.update({"IsAllDayEvent": False, "IsPrivate": False, "IsChild": False, "IsGroupEvent": False,
                     "GroupEventType": None, "ShowAs": "Busy", "IsReminderSet": False, "OwnerId": user_id,
-                    "WhoId": None, "WhatId": None})
+                    "WhoId": None, "WhatId": None, "IsRecurrence": False, "IsRecurrence2": False,
+                    "IsRecurrence2Exception": False, "IsRecurrence2Exclusion": False})
         who_ids = values.pop("EventWhoIds", None)
         rec.update({k: v for k, v in values.items() if v is not None or k not in ("IsPrivate", "IsReminderSet")})
         rec.update(self._timing(values, None))
@@ -733,7 +750,166 @@ class Org(soql.Host):
             self._add_relation(rec, who, user_id, is_invitee=False, is_parent=True, status="New", when=when)
         return rec["Id"]
 
+    # ---- recurring events: Classic series (IsRecurrence) and Lightning Experience event series (IsRecurrence2)
+    def _series_timing(self, values: dict) -> tuple[datetime, int, bool]:
+        """(first start, minutes, all-day) of a series being created."""
+        allday = bool(values.get("IsAllDayEvent"))
+        probe = {k: values[k] for k in ("StartDateTime", "EndDateTime", "DurationInMinutes", "ActivityDate",
+                                        "ActivityDateTime", "IsAllDayEvent") if k in values}
+        if values.get("RecurrenceStartDateTime") is not None and not allday:
+            probe["StartDateTime"] = values["RecurrenceStartDateTime"]
+            probe.pop("ActivityDateTime", None)
+        timing = self._timing(probe, None)
+        return timing["StartDateTime"], timing["DurationInMinutes"], allday
+
+    def _occurrence_values(self, values: dict, day: date, wall: time, zone: ZoneInfo, minutes: int, allday: bool) -> dict:
+        """An occurrence's fields: the series' own fields (no pattern), timed on ``day``."""
+        occ = {k: v for k, v in values.items() if k in EVENT_MIRRORED or k in ("OwnerId", "ShowAs", "EventWhoIds")}
+        for k in ("StartDateTime", "EndDateTime", "ActivityDateTime", "ActivityDate", "EndDate"):
+            occ.pop(k, None)
+        occ["IsAllDayEvent"] = allday
+        occ["DurationInMinutes"] = minutes
+        if allday:
+            occ["ActivityDate"] = day
+        else:
+            occ["StartDateTime"] = _ms(datetime.combine(day, wall, tzinfo=zone).astimezone(timezone.utc))
+        return occ
+
+    def _pattern_dates(self, pattern: recurrence.Pattern, first: date, what: str, fields: tuple[str, ...]) -> list[date]:
+        try:
+            return recurrence.dates(pattern, first, what=what, fields=fields)
+        except recurrence.PatternError as exc:
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", str(exc), exc.fields) from None
+
+    def _create_classic_series(self, values: dict, user_id: str, when: datetime | None) -> str:
+        """The series master (IsRecurrence, the pattern, the first occurrence's time) and a row per occurrence
+        (RecurrenceActivityId = the master), as Salesforce Classic keeps a recurring event."""
+        values = dict(values)
+        for name in ("RecurrenceEndDateOnly", "RecurrenceType"):
+            if values.get(name) is None:
+                raise SfError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{name}]", [name])
+        start, minutes, allday = self._series_timing(values)
+        zone = ZoneInfo(values.get("RecurrenceTimeZoneSidKey") or "UTC")
+        values["RecurrenceStartDateTime"] = None if allday else start
+        if not allday:
+            values["StartDateTime"] = start
+            values.pop("ActivityDateTime", None)
+        try:
+            pattern = recurrence.classic_pattern(values)
+        except recurrence.PatternError as exc:
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", str(exc), exc.fields) from None
+        local = start.astimezone(zone)
+        days = self._pattern_dates(pattern, start.date() if allday else local.date(), "Recurrence",
+                                   ("RecurrenceType", "RecurrenceEndDateOnly"))
+        master_id = self._create_single(dict(values, IsRecurrence=False), user_id, when)
+        master = self.tables["Event"][master_id]
+        master.update({k: values.get(k) for k in _PATTERN_FIELDS}, IsRecurrence=True)
+        self._add_occurrences(master, values, days, local.time().replace(tzinfo=None), zone, minutes, allday, user_id, when)
+        return master_id
+
+    def _add_occurrences(self, master: dict, values: dict, days: list[date], wall: time, zone: ZoneInfo, minutes: int,
+                         allday: bool, user_id: str, when: datetime | None) -> None:
+        for n, day in enumerate(days):
+            occ_id = self._create_single(self._occurrence_values(values, day, wall, zone, minutes, allday), user_id, when)
+            self.tables["Event"][occ_id].update(RecurrenceActivityId=master["Id"], _occurrence=n)
+
+    def _create_event_series(self, values: dict, user_id: str, when: datetime | None) -> str:
+        """A Lightning Experience event series: the record of the pattern (GroupEventType 3) and one event per
+        occurrence, each with IsRecurrence2 and the pattern. Returns the first occurrence's id (the id that names the
+        whole series, e.g. to delete it: "specify the event ID of the first occurrence in the series",
+        https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_event_series_delete.htm)."""
+        text = values.get("Recurrence2PatternText")
+        if not text:
+            raise SfError("REQUIRED_FIELD_MISSING", "Required fields are missing: [Recurrence2PatternText]",
+                          ["Recurrence2PatternText"])
+        try:
+            pattern = recurrence.parse_rrule(text)
+        except recurrence.PatternError as exc:
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", str(exc), exc.fields) from None
+        start, minutes, allday = self._series_timing(values)
+        zone_name = values.get("Recurrence2PatternTimeZone") or "UTC"
+        zone = ZoneInfo(zone_name)
+        local = start.astimezone(zone)
+        days = self._pattern_dates(pattern, start.date() if allday else local.date(), "Recurrence2PatternText",
+                                   ("Recurrence2PatternText",))
+        series = {"IsRecurrence2": True, "Recurrence2PatternText": text, "Recurrence2PatternStartDate": start,
+                  "Recurrence2PatternTimeZone": zone_name, "Recurrence2PatternVersion": "1"}
+        plain = {k: v for k, v in values.items() if k not in series}
+        pattern_id = self._create_single(plain, user_id, when)
+        self.tables["Event"][pattern_id].update(series, GroupEventType="3", _series=pattern_id)
+        first = None
+        for n, day in enumerate(days):
+            occ_id = self._create_single(self._occurrence_values(plain, day, local.time().replace(tzinfo=None), zone,
+                                                                 minutes, allday), user_id, when)
+            self.tables["Event"][occ_id].update(series, GroupEventType="0", _series=pattern_id, _occurrence=n)
+            first = first or occ_id
+        return first  # type: ignore[return-value]
+
+    def _series_rows(self, key: str, value: str) -> list[dict]:
+        rows = [r for r in self.tables["Event"].values() if r.get(key) == value and not r["IsDeleted"]]
+        return sorted(rows, key=lambda r: r.get("_occurrence", -1))
+
+    def _update_series_master(self, master: dict, values: dict, user_id: str) -> None:
+        """After a change to a Classic series master (``master`` as it is now): a new pattern or new times
+        re-create the occurrences (Salesforce deletes and re-creates a series on such "critical" changes, Change
+        Data Capture guide, "Updating Recurring Calendar Events"); any other field is copied to every occurrence."""
+        critical = (_PATTERN_FIELDS | {"StartDateTime", "EndDateTime", "DurationInMinutes", "ActivityDate",
+                                       "ActivityDateTime", "IsAllDayEvent"}) & values.keys()
+        occurrences = self._series_rows("RecurrenceActivityId", master["Id"])
+        if not critical:
+            for occ in occurrences:
+                new = dict(occ, **{k: v for k, v in values.items() if k in EVENT_MIRRORED or k == "ShowAs"})
+                self._touch(new, user_id)
+                self._put("Event", new)
+            return
+        for occ in occurrences:
+            self._delete_event(occ, user_id)
+        allday = bool(master["IsAllDayEvent"])
+        start, minutes = master["StartDateTime"], master["DurationInMinutes"]
+        master["RecurrenceStartDateTime"] = None if allday else start
+        zone = ZoneInfo(master.get("RecurrenceTimeZoneSidKey") or "UTC")
+        try:
+            pattern = recurrence.classic_pattern(master)
+        except recurrence.PatternError as exc:
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", str(exc), exc.fields) from None
+        local = start.astimezone(zone)
+        days = self._pattern_dates(pattern, start.date() if allday else local.date(), "Recurrence",
+                                   ("RecurrenceType", "RecurrenceEndDateOnly"))
+        self._add_occurrences(master, master, days, local.time().replace(tzinfo=None), zone, minutes, allday, user_id, None)
+
+    def delete_from_this_event_onwards(self, record_id: str, user_id: str) -> None:
+        """DELETE .../sobjects/Event/{id}/fromThisEventOnwards: this event of a Lightning event series and every later
+        one; from the first occurrence, the whole series
+        (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_event_series_delete.htm:
+        "IsRecurrence2 must be true and IsRecurrence2Exclusion must be false")."""
+        with self.lock:
+            rec = self._existing("Event", record_id)
+            if not rec.get("IsRecurrence2") or rec.get("IsRecurrence2Exclusion") or rec.get("GroupEventType") == "3":
+                raise SfError("FIELD_INTEGRITY_EXCEPTION", "This event isn't part of an event series you can delete "
+                              "from (sandbox wording)", ["IsRecurrence2"])
+            rows = [r for r in self._series_rows("_series", rec["_series"]) if r.get("GroupEventType") != "3"]
+            later = [r for r in rows if r.get("_occurrence", 0) >= rec.get("_occurrence", 0)]
+            for r in later:
+                self._delete_event(r, user_id)
+            if len(later) == len(rows):
+                self._delete_event(self.tables["Event"][rec["_series"]], user_id)
+
     def _update_event(self, rec: dict, values: dict, user_id: str) -> None:
+        if rec.get("IsRecurrence"):
+            if values.get("RecurrenceStartDateTime") is not None and not rec.get("IsAllDayEvent"):
+                values = dict(values, StartDateTime=values["RecurrenceStartDateTime"])
+            self._update_plain(rec, values, user_id)
+            self._update_series_master(self.tables["Event"][rec["Id"]], values, user_id)
+            return
+        if _PATTERN_FIELDS & values.keys():
+            raise SfError("FIELD_INTEGRITY_EXCEPTION", "Recurrence fields can only be set on the series master (sandbox "
+                          "wording)", sorted(_PATTERN_FIELDS & values.keys()))
+        self._update_plain(rec, values, user_id)
+        if rec.get("IsRecurrence2") and rec.get("GroupEventType") != "3" and values:
+            # one event of a series changed on its own: an exception to the pattern
+            self.tables["Event"][rec["Id"]]["IsRecurrence2Exception"] = True
+
+    def _update_plain(self, rec: dict, values: dict, user_id: str) -> None:
         if rec.get("IsChild"):
             locked = [k for k in values if k not in CHILD_UPDATABLE]
             if locked:
@@ -787,6 +963,9 @@ class Org(soql.Host):
             self._put("Event", new)
 
     def _delete_event(self, rec: dict, user_id: str) -> None:
+        if rec.get("IsRecurrence"):  # a Classic series master takes its occurrences with it
+            for occ in self._series_rows("RecurrenceActivityId", rec["Id"]):
+                self._delete_event(occ, user_id)
         new = dict(rec, IsDeleted=True)
         self._touch(new, user_id)
         self._put("Event", new)

@@ -8,6 +8,8 @@ Field lists and properties follow the Object Reference:
 - EventWhoRelation: https://developer.salesforce.com/docs/atlas.en-us.192.0.object_reference.meta/object_reference/sforce_api_objects_eventwhorelation.htm
   (derived, read-only: describeSObjects(), query(), retrieve(); only with Shared Activities)
 - Field sizes: https://developer.salesforce.com/docs/atlas.en-us.sfFieldRef.meta/sfFieldRef/salesforce_field_reference_Event.htm
+  (IsRecurrence "Create Recurring Series of Events", RecurrenceActivityId, the Recurrence* pattern fields,
+  IsRecurrence2, IsRecurrence2Exception, IsRecurrence2Exclusion, Recurrence2Pattern*)
 
 The schema depends on two org switches (Shared Activities, the required custom field), so it is built
 per call from those settings; ``Schema`` objects are cheap and cached by the org.
@@ -16,6 +18,8 @@ per call from those settings; ``Schema`` objects are cheap and cached by the org
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from . import recurrence
 
 PREFIX = {
     "Event": "00U",
@@ -194,9 +198,38 @@ def build(shared_activities: bool, custom_field: str | None) -> dict[str, SObjec
               label="Related To ID", **W),
         Field("IsChild", "boolean", nillable=False, defaulted=True, label="Is Child"),
         Field("IsGroupEvent", "boolean", nillable=False, defaulted=True, label="Is Group Event"),
-        Field("GroupEventType", "picklist", 40, picklist=("1", "2", "3"), restricted=True, label="Group Event Type"),
+        # 0 non-group, 1 group event, 2 proposed event, 3 the record of an event series' pattern
+        Field("GroupEventType", "picklist", 40, picklist=("0", "1", "2", "3"), restricted=True, label="Group Event Type"),
         Field("IsReminderSet", "boolean", nillable=False, defaulted=True, label="Reminder Set", **W),
         Field("ReminderDateTime", "datetime", label="Reminder Date/Time", **W),
+        # Recurring events (see sandbox/salesforce/recurrence.py). Classic: the series master has IsRecurrence and
+        # the pattern, each occurrence row the master's id in RecurrenceActivityId.
+        Field("IsRecurrence", "boolean", nillable=False, defaulted=True, createable=True,
+              label="Create Recurring Series of Events"),
+        Field("RecurrenceActivityId", "reference", 18, reference_to=("Event",), relationship="RecurrenceActivity",
+              label="Recurrence Activity ID"),
+        Field("RecurrenceStartDateTime", "datetime", label="Recurrence Start", **W),
+        Field("RecurrenceEndDateOnly", "date", label="Recurrence End", **W),
+        Field("RecurrenceType", "picklist", 40, picklist=recurrence.CLASSIC_TYPES, restricted=True,
+              label="Recurrence Type", **W),
+        Field("RecurrenceInterval", "int", label="Recurrence Interval", **W),
+        Field("RecurrenceDayOfWeekMask", "int", label="Recurrence Day of Week Mask", **W),
+        Field("RecurrenceDayOfMonth", "int", label="Recurrence Day of Month", **W),
+        Field("RecurrenceInstance", "picklist", 40, picklist=recurrence.INSTANCES, restricted=True,
+              label="Recurrence Instance", **W),
+        Field("RecurrenceMonthOfYear", "picklist", 40, picklist=recurrence.MONTHS, restricted=True,
+              label="Recurrence Month of Year", **W),
+        Field("RecurrenceTimeZoneSidKey", "picklist", 40, label="Recurrence Time Zone", **W),
+        # Lightning Experience event series: every event of the series has IsRecurrence2 and the RRULE; the
+        # series record that represents the pattern has GroupEventType 3.
+        Field("IsRecurrence2", "boolean", nillable=False, defaulted=True, createable=True, label="Repeat"),
+        Field("IsRecurrence2Exception", "boolean", nillable=False, defaulted=True, label="Is Exception"),
+        Field("IsRecurrence2Exclusion", "boolean", nillable=False, defaulted=True,
+              label="Historical Event, Not Following Recurrence"),
+        Field("Recurrence2PatternText", "string", 1300, createable=True, label="Recurrence Pattern"),
+        Field("Recurrence2PatternStartDate", "datetime", label="Recurrence Pattern Start Date"),
+        Field("Recurrence2PatternTimeZone", "string", 255, createable=True, label="Recurrence Pattern Time Zone"),
+        Field("Recurrence2PatternVersion", "picklist", 40, picklist=("1", "2"), restricted=True, label="Pattern Version"),
     )
     if shared_activities:
         ev["EventWhoIds"] = Field("EventWhoIds", "junctionidlist", 18, createable=True, updateable=True,

@@ -337,6 +337,14 @@ class Api:
                 self._atomic(lambda: org.delete(obj.name, rid, self.user_id))
                 return Reply(204)
             raise _method_not_allowed(method, "GET,PATCH,DELETE,HEAD")
+        if len(parts) == 3 and obj.name == "Event" and parts[2] == "fromThisEventOnwards":
+            # Lightning Experience event series: this event and the later ones; from the first, the whole series
+            # (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_event_series_delete.htm)
+            if method != "DELETE":
+                raise _method_not_allowed(method, "DELETE")
+            self._atomic(lambda: org.delete_from_this_event_onwards(parts[1], self.user_id))
+            return Reply(200, {"success": "We're deleting the selected events from the series. Wait for all events "
+                                          "to be removed."})
         raise not_found()
 
     def _atomic(self, fn: Any) -> Any:

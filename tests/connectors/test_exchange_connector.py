@@ -310,6 +310,17 @@ def test_extract_window_edges_all_day_private_and_responses(conn, org):
     assert conn.last_problems == []
 
 
+def test_extract_keeps_control_characters_and_every_other_item_intact(conn, org):
+    # EWS writes a control character as a character reference; libxml2's recovering parser then drops every
+    # &amp;/&lt; of the rest of the reply -- "R&D" became "RD" in the other items of the same GetItem batch
+    org.add_item(ANN, "Budget\x0b2027\x00", u(2024, 5, 6, 9), u(2024, 5, 6, 10), body="totals\x01\x1fdue")
+    org.add_item(ANN, "R&D <review>", u(2024, 5, 7, 9), u(2024, 5, 7, 10), body='Q&A "quoted" & <b>bold</b>')
+    rows = by_subject(extract(conn))
+    assert set(rows) == {"Budget\x0b2027\x00", "R&D <review>"}
+    assert rows["Budget\x0b2027\x00"]["description"] == "totals\x01\x1fdue"
+    assert rows["R&D <review>"]["description"] == 'Q&A "quoted" & <b>bold</b>'
+
+
 def test_extract_recurring_occurrences_confirm_ids_and_paging(ex, org):
     user, password = ex.service_account
     conn = ExchangeConnector(ex.url, user, password, max_wait_s=2, page_size=5, batch_size=4)

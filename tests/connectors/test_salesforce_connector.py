@@ -165,6 +165,8 @@ def test_org_info_reads_shared_activities_and_required_custom_fields():
     assert info == OrgInfo(
         shared_activities=True, required_fields=("Region__c",), relation_flags=("IsInvitee", "IsParent"), recurrence_masters=True
     )
+    lightning = org_info_from_describe({"fields": [field("IsRecurrence"), field("IsRecurrence2")]}, relation)
+    assert lightning.recurrence_masters and lightning.event_series
     assert not info.can_create_events
     off = org_info_from_describe({"fields": [field("Subject")]}, {"fields": [field("IsInvitee")]})
     assert off.shared_activities is False and off.required_fields == () and off.can_create_events
@@ -185,6 +187,9 @@ def test_window_soql_quotes_values_and_widens_for_all_day_ends():
     )
     classic = OrgInfo(shared_activities=False, recurrence_masters=True)
     assert window_soql(["005A"], dt(2025, 2, 1), dt(2025, 5, 2), classic).endswith(" AND IsRecurrence = false")
+    both = OrgInfo(shared_activities=False, recurrence_masters=True, event_series=True)
+    assert window_soql(["005A"], dt(2025, 2, 1), dt(2025, 5, 2), both).endswith(
+        " AND IsRecurrence = false AND GroupEventType != '3'")
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -401,6 +406,26 @@ def test_extract_one_paged_query_with_relations_all_day_private_and_children(sb)
     assert used == org.api_calls() and allowed == 100_000
 
 
+def test_extract_reads_the_occurrences_of_both_kinds_of_series_never_their_masters(sb):
+    # C23: a Classic series master (IsRecurrence) and the record of a Lightning series' pattern (GroupEventType 3)
+    # are not events; each occurrence is
+    org = sb.org
+    ann = org.add_user("ann@example.com")
+    master = org.add_event(ann, "Weekly", dt(2025, 3, 3, 9), dt(2025, 3, 3, 10), IsRecurrence=True,
+                           RecurrenceType="RecursWeekly", RecurrenceDayOfWeekMask=2, RecurrenceEndDateOnly=date(2025, 3, 24))
+    first = org.add_event(ann, "Daily", dt(2025, 3, 4, 8), dt(2025, 3, 4, 8, 15), IsRecurrence2=True,
+                          Recurrence2PatternText="RRULE:FREQ=DAILY;INTERVAL=1;COUNT=3")
+    sf = connect(sb)
+    info = sf.org_info()
+    assert info.recurrence_masters and info.event_series
+    frame = sf.extract({"ann@example.com": ann}, *WINDOW)
+    rows = sorted((r["subject"], r["start"]) for r in frame.to_dicts())
+    assert rows == [("Daily", dt(2025, 3, 4 + n, 8)) for n in range(3)] + [("Weekly", dt(2025, 3, 3 + 7 * n, 9)) for n in range(4)]
+    assert master not in frame["native_id"].to_list() and first in frame["native_id"].to_list()
+    pattern_rows = [e for e in org.events() if e["GroupEventType"] == "3"]
+    assert len(pattern_rows) == 1 and pattern_rows[0]["Id"] not in frame["native_id"].to_list()
+
+
 def test_extract_children_of_an_unsynced_owner_get_the_parents_organizer_and_invitees(sb):
     # R13/C15: the parent is not among the events read (its owner is not synced): one query finds the parent,
     # one reads its relations, and each child carries the parent's organizer and invitees.
@@ -534,7 +559,8 @@ def test_apply_shared_activities_off_writes_one_who_and_invitee_relations(sb):
     c1, c2 = org.add_contact("c1@x.com", "One"), org.add_contact("c2@x.com", "Two")
     sf = connect(sb)
     info = sf.org_info()
-    assert info == OrgInfo(shared_activities=False, required_fields=(), relation_flags=("IsInvitee",))
+    assert info == OrgInfo(shared_activities=False, required_fields=(), relation_flags=("IsInvitee",),
+                           recurrence_masters=True, event_series=True)
     out = sf.apply(
         deltas([create_row(ann, "Demo", dt(2025, 3, 10, 9), dt(2025, 3, 10, 10),
                            invitees=[inv(c1, email="c1@x.com"), inv(c2, email="c2@x.com")], who_ids=[c2, c1])]),

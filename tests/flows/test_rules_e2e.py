@@ -678,3 +678,172 @@ def test_bad_data_each_gets_an_outcome(world):
     assert again["totals"]["deltas"] == 0, again
     assert len(_one(world.mail_items(ALICE), subject="S" * 300)["subject"]) == 300
     assert len(_one(world.mail_items(ALICE), subject="Long body")["body"]) == 40_000
+
+
+def _linked_pairs(world, user):
+    return world.query("SELECT sf_id, email_id FROM pairs WHERE user_key = ? AND linked", [user])
+
+
+def test_r13_child_links_by_meeting_uid_after_the_meeting_moved(world):
+    # The organizer's event moves after the meeting was delivered and before the invitee's child is linked:
+    # the child moved with it in Salesforce, the delivered copy keeps the old time until the update arrives.
+    world.configure(user_block(ALICE), user_block(BOB))
+    ev = world.sb.salesforce.org.add_event(world.ids[ALICE], "Account review", at(5, 13), at(5, 14),
+                                           invitee_ids=[world.ids[BOB]])
+    world.sync()
+    assert len(_mail(world, BOB, "Account review")) == 1  # delivered
+    world.salesforce().Event.update(ev, {"StartDateTime": at(5, 15).isoformat(), "EndDateTime": at(5, 16).isoformat()})
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert s["totals"]["created"] == 0, s  # no standalone Salesforce copy for Bob (R14/C16)
+    world.sync()
+    child = _one(world.sf_events(BOB), Subject="Account review")
+    assert child["IsChild"]
+    copy = _one(world.mail_items(BOB), subject="Account review")
+    assert copy["start"] == at(5, 15)
+    assert _linked_pairs(world, BOB) == [(child["Id"], copy["id"])]
+    assert "child_event" not in _reasons(world.sync(), BOB)
+    assert world.sync()["totals"]["deltas"] == 0
+
+
+def test_r13_group_meeting_edits_settle_into_quiet_runs(world):
+    # Alice's meeting with Bob (synced) and Carol (Contact): edits on both sides, some before Bob's child is linked.
+    world.configure(user_block(ALICE), user_block(BOB))
+    sf = world.salesforce()
+    ev = world.sb.salesforce.org.add_event(world.ids[ALICE], "Quarterly review", at(5, 13), at(5, 14),
+                                           invitee_ids=[world.ids[BOB], world.ids[CAROL]])
+    world.sync()
+    edits = [
+        {"Subject": "Quarterly review (room 4)"},
+        {"StartDateTime": at(5, 14).isoformat(), "EndDateTime": at(5, 15).isoformat()},
+        {"Description": "agenda attached"},
+        {"Subject": "Quarterly review (final)", "StartDateTime": at(6, 9).isoformat(), "EndDateTime": at(6, 10).isoformat()},
+    ]
+    for change in edits:
+        sf.Event.update(ev, change)
+        world.sb.clock.advance(timedelta(minutes=1))
+        world.sync()
+    item = next(i for i in world.account(ALICE).calendar.all() if i.subject == "Quarterly review (final)")
+    item.subject = "Quarterly review (Outlook)"
+    item.save(update_fields=["subject"], send_meeting_invitations="SendToAllAndSaveCopy")
+    world.sb.clock.advance(timedelta(minutes=1))
+    world.sync()  # copies the organizer's edit to Salesforce
+    world.sync()  # settles what that write sent on
+    for _ in range(2):
+        quiet = world.sync()
+        assert quiet["totals"]["deltas"] == 0, quiet
+    assert [e["IsChild"] for e in world.sf_events(BOB)] == [True]  # one event on Bob's calendar: his child
+    assert len(world.sf_events(ALICE)) == 1
+    assert [i["subject"] for i in world.mail_items(BOB)] == ["Quarterly review (Outlook)"]
+    assert world.sf_events(BOB)[0]["Subject"] == "Quarterly review (Outlook)"
+    assert len(_linked_pairs(world, BOB)) == 1
+
+
+# ------------------------------------------------------------------------------------------------ R7/C19 text
+
+
+def test_r7_a_round_trip_through_the_mailbox_keeps_the_salesforce_original(world):
+    # A mailbox keeps neither a body's trailing whitespace nor the control characters XML cannot carry ("?"):
+    # the copy's stored form is not an edit, and the Salesforce originals are never rewritten.
+    world.configure(user_block(ALICE))
+    org, a = world.sb.salesforce.org, world.ids[ALICE]
+    originals = {
+        org.add_event(a, "Trailing spaces", at(2, 9), at(2, 10), description="notes   "): None,
+        org.add_event(a, "Trailing newline", at(2, 11), at(2, 12), description="line one\nline two\n"): None,
+        org.add_event(a, "Long text", at(2, 13), at(2, 14), description="x" * 31_990 + " " * 10): None,
+        org.add_event(a, "Nul\x00inside", at(3, 9), at(3, 10)): None,
+        org.add_event(a, "Vertical\x0btab", at(3, 11), at(3, 12), description="a\x0bb & <c>"): None,
+    }
+    for sf_id in originals:
+        originals[sf_id] = {k: org.record(sf_id)[k] for k in ("Subject", "Description")}
+    first = world.sync()
+    assert first["totals"]["created"] == 5, first
+    assert sorted(_reasons(first, ALICE)) == ["description_altered", "subject_altered", "subject_altered"]
+    assert sorted(i["subject"] for i in world.mail_items(ALICE)) == [
+        "Long text", "Nul?inside", "Trailing newline", "Trailing spaces", "Vertical?tab"]
+    settle = world.sync()
+    assert settle["totals"]["deltas"] == 0, settle
+    # a person moves every copy in Outlook: the times flow back, the texts stay as their owner wrote them
+    acct = world.account(ALICE)
+    for item in acct.calendar.all():
+        item.start, item.end = item.start + timedelta(days=1), item.end + timedelta(days=1)
+        item.save(update_fields=["start", "end"])
+    world.sb.clock.advance(timedelta(minutes=1))
+    back = world.sync()
+    assert back["totals"]["updated"] == 5, back
+    for sf_id, texts in originals.items():
+        now = org.record(sf_id)
+        assert {k: now[k] for k in texts} == texts
+    assert world.sync()["totals"]["deltas"] == 0
+
+
+def test_c19_control_characters_in_outlook_reach_salesforce_without_harm_to_other_items(world):
+    world.configure(user_block(ALICE))
+    ex = world.sb.exchange.org
+    ex.add_item(ALICE, "Budget\x0b2027", at(2, 9), at(2, 10), body="totals\x01due")
+    ex.add_item(ALICE, "R&D <review>", at(3, 9), at(3, 10), body='Q&A "quoted"')
+    world.sync()
+    assert sorted((e["Subject"], e["Description"]) for e in world.sf_events(ALICE)) == [
+        ("Budget\x0b2027", "totals\x01due"), ("R&D <review>", 'Q&A "quoted"')]
+    assert world.sync()["totals"]["deltas"] == 0
+    # a Salesforce edit of the time is written back without touching the Outlook subject
+    ev = _one(world.sf_events(ALICE), Subject="Budget\x0b2027")
+    world.salesforce().Event.update(ev["Id"], {"StartDateTime": at(2, 15).isoformat(), "EndDateTime": at(2, 16).isoformat()})
+    world.sb.clock.advance(timedelta(minutes=1))
+    world.sync()
+    item = _one(world.mail_items(ALICE), start=at(2, 15))
+    assert item["subject"] == "Budget\x0b2027"
+    assert world.sync()["totals"]["deltas"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ C23 Salesforce series
+
+
+def test_c23_salesforce_series_sync_their_occurrences_never_their_masters(world):
+    # A Classic weekly series and a Lightning Experience event series in Salesforce: every occurrence is an event of
+    # its own (C23); the Classic master and the series' pattern record are not events and reach no mailbox.
+    world.configure(user_block(ALICE))
+    org, sf = world.sb.salesforce.org, world.salesforce()
+    first = at(1, 9).date()
+    master = org.add_event(world.ids[ALICE], "Weekly 1:1", at(1, 9), at(1, 9, 30), IsRecurrence=True,
+                           RecurrenceType="RecursWeekly", RecurrenceDayOfWeekMask=[2, 4, 8, 16, 32, 64, 1][first.weekday()],
+                           RecurrenceEndDateOnly=first + timedelta(weeks=5), RecurrenceTimeZoneSidKey="Europe/Berlin")
+    daily = sf.Event.create({"Subject": "Standup", "OwnerId": world.ids[ALICE], "StartDateTime": at(2, 8).isoformat(),
+                             "DurationInMinutes": 15, "IsRecurrence2": True,
+                             "Recurrence2PatternText": "RRULE:FREQ=DAILY;INTERVAL=1;COUNT=5"})["id"]
+    s = world.sync()
+    assert s["status"] == "succeeded", s
+    weekly_items = sorted(i["start"] for i in _mail(world, ALICE, "Weekly 1:1"))
+    assert weekly_items == [at(1 + 7 * n, 9) for n in range(6)]  # the occurrences, not the master
+    assert sorted(i["start"] for i in _mail(world, ALICE, "Standup")) == [at(2 + n, 8) for n in range(5)]
+    assert world.sync()["totals"]["deltas"] == 0
+    rows = sf.query_all(f"SELECT Id, StartDateTime FROM Event WHERE RecurrenceActivityId = '{master}' ORDER BY StartDateTime")
+    occ = [r["Id"] for r in rows["records"]]
+    assert master not in {p[3] for p in _pairs(world, ALICE)} and set(occ) <= {p[3] for p in _pairs(world, ALICE)}
+
+    # an occurrence edited in Salesforce reaches its own copy; a deleted one takes its copy with it
+    sf.Event.update(occ[1], {"Subject": "Weekly 1:1 (offsite)"})
+    sf.Event.delete(occ[2])
+    sf.Event.update(daily, {"Description": "first of the week"})
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert (s["totals"]["updated"], s["totals"]["deleted"]) == (2, 1), s
+    assert [i["start"] for i in _mail(world, ALICE, "Weekly 1:1 (offsite)")] == [at(8, 9)]
+    assert sorted(i["start"] for i in _mail(world, ALICE, "Weekly 1:1")) == [at(1 + 7 * n, 9) for n in (0, 3, 4, 5)]
+    assert [i["body"] for i in _mail(world, ALICE, "Standup") if i["start"] == at(2, 8)] == ["first of the week"]
+
+    # an Outlook edit of one occurrence's copy reaches that occurrence's row, and no other
+    acct = world.account(ALICE)
+    item = next(i for i in acct.calendar.all() if i.subject == "Weekly 1:1" and i.start == at(22, 9))
+    item.start, item.end = at(22, 11), at(22, 11, 30)
+    item.save(update_fields=["start", "end"])
+    world.sb.clock.advance(timedelta(minutes=1))
+    s = world.sync()
+    assert s["totals"]["updated"] == 1, s
+    moved = org.record(occ[3])
+    assert datetime.fromisoformat(str(moved["StartDateTime"]).replace("Z", "+00:00")) == at(22, 11)
+    starts = sorted(datetime.fromisoformat(str(org.record(i)["StartDateTime"]).replace("Z", "+00:00"))
+                    for i in occ if i != occ[2])
+    assert starts == [at(1, 9), at(8, 9), at(22, 11), at(29, 9), at(36, 9)]
+    assert org.record(master)["IsRecurrence"] is True and not org.record(master)["IsDeleted"]
+    assert world.sync()["totals"]["deltas"] == 0

@@ -215,3 +215,46 @@ def test_soft_and_hard_delete_make_the_item_not_found(ex, connect, how):
     dumpster = list(account.recoverable_items_deletions.all())
     assert [i.subject for i in dumpster] == (["removed"] if how == "soft_delete" else [])
     assert all(i.parent_folder_id.id == account.recoverable_items_deletions.id for i in dumpster)
+
+
+def test_a_text_body_does_not_keep_trailing_whitespace(ex, connect):
+    # Exchange converts bodies to and from its stored formats, which do not keep whitespace (PidTagBody)
+    account = connect(ANN)
+    item = meeting(account, "Notes", 3)
+    item.body = "first line\nsecond line  \n\n"
+    item.save(send_meeting_invitations="SendToNone")
+    assert ex.org.items(ANN)[0]["body"] == "first line\nsecond line"
+    item.body = "edited \t"
+    item.save(update_fields=["body"], send_meeting_invitations="SendToNone")
+    fetched = list(account.fetch(ids=[(item.id, item.changekey)]))[0]
+    assert str(fetched.body) == "edited"
+    ex.org.add_item(BOB, "Seeded", datetime(2026, 12, 4, 9, tzinfo=UTC), datetime(2026, 12, 4, 10, tzinfo=UTC), body="x \n")
+    assert ex.org.items(BOB)[0]["body"] == "x"
+
+
+def test_characters_xml_cannot_carry_come_back_as_character_references(ex, connect):
+    # A subject or body holding a control character (put there by another client) is written into the reply as
+    # a numeric character reference, as EWS does; exchangelib's forgiving parser keeps all but NUL (and, from the
+    # first one on, drops &amp; and the like: see connectors/exchange_fastparse.py).
+    ex.org.add_item(ANN, "Vertical\x0btab\x1f", datetime(2026, 12, 4, 9, tzinfo=UTC), datetime(2026, 12, 4, 10, tzinfo=UTC),
+                    body="a\x01b")
+    account = connect(ANN)
+    item = next(iter(account.calendar.all()))
+    assert item.subject == "Vertical\x0btab\x1f" and str(item.body) == "a\x01b"
+    # what a client sends: exchangelib puts "?" for what XML cannot carry
+    item.subject = "Nul\x00and\x0bvt"
+    item.save(update_fields=["subject"], send_meeting_invitations="SendToNone")
+    assert ex.org.items(ANN)[0]["subject"] == "Nul?and?vt"
+
+
+def test_raw_reply_carries_the_character_reference(ex):
+    from .conftest_exchange import raw_soap
+
+    ex.org.add_item(ANN, "A\x1aB", datetime(2026, 12, 4, 9, tzinfo=UTC), datetime(2026, 12, 4, 10, tzinfo=UTC))
+    item_id = ex.org.items(ANN)[0]["id"]
+    r = raw_soap(ex, '<m:GetItem><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape>'
+                     f'<m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem>',
+                 headers=f'<t:ExchangeImpersonation><t:ConnectingSID><t:SmtpAddress>{ANN}</t:SmtpAddress>'
+                         '</t:ConnectingSID></t:ExchangeImpersonation>')
+    assert r.status_code == 200, r.text
+    assert b"<t:Subject>A&#x1A;B</t:Subject>" in r.content and b"\x1a" not in r.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
@@ -107,6 +108,18 @@ def notes(result: ReconcileResult, kind: str | None = None) -> list[tuple]:
     )
 
 
+_NOT_IN_A_MAILBOX = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufdd0-\ufddf\ufffe\uffff]")
+
+
+def mailbox_stores(text: str | None, body: bool = False) -> str | None:
+    """What an Exchange mailbox reads back of ``text`` written through EWS: exchangelib sends "?" for what XML
+    cannot carry; a body comes back with ``\n`` line breaks and no trailing whitespace."""
+    if text is None:
+        return None
+    text = _NOT_IN_A_MAILBOX.sub("?", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip() if body else text
+
+
 class World:
     """Both calendars as event rows plus the pair state: runs syncs and applies their deltas like a loader
     that reads back what it wrote (Salesforce keeps only New/Accepted/Declined)."""
@@ -149,10 +162,18 @@ class World:
         invs = d["invitees"] or []
         if d["target_side"] == "salesforce":
             invs = [i | {"response": "none" if i["response"] == "tentative" else i["response"]} for i in invs]
-        base = old or ev(d["target_side"], native_id, user=d["user_key"])
+        # a mailbox gives every item it stores a meeting uid (C15 links delivered copies by it)
+        uid = {"meeting_uid": f"UID-{native_id}"} if d["target_side"] == "email" and old is None else {}
+        base = (old or ev(d["target_side"], native_id, user=d["user_key"])) | uid
+        subject, description = d["subject"], d["description"]
+        if d["target_side"] == "email":  # what a mailbox keeps of the fields written (the loader writes changes only)
+            if old is None or subject != old["subject"]:
+                subject = mailbox_stores(subject)
+            if old is None or description != old["description"]:
+                description = mailbox_stores(description, body=True)
         return base | {
-            "native_id": native_id, "subject": d["subject"], "start": d["start"], "end": d["end"],
-            "is_all_day": d["is_all_day"], "description": d["description"], "is_private": d["is_private"],
+            "native_id": native_id, "subject": subject, "start": d["start"], "end": d["end"],
+            "is_all_day": d["is_all_day"], "description": description, "is_private": d["is_private"],
             "invitees": invs, "version": "v2", "last_modified": utc(2025, 6, 15, 12),
         }
 

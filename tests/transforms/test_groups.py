@@ -126,3 +126,43 @@ def test_apply_outcomes_create_records_ids_and_hashes():
     p = apply_outcomes(pairs_for(events(), []), res.deltas, out, "run1").row(0, named=True)
     assert (p["sf_id"], p["email_id"], p["pair_id"], p["created_run"]) == ("S1", "E9", d["pair_id"], "run1")
     assert (p["sf_hash"], p["email_hash"]) == (d["source_hash"], d["target_hash"])
+
+
+def test_c15_children_link_by_meeting_uid_when_the_delivered_copy_lags_behind():
+    # The organizer's event moves after the meeting was delivered, before the invitees' next sync: the children
+    # moved with it in Salesforce, the delivered copies still show the old time until the update arrives.
+    usrs = users(user(ANN), user(BOB), user(CAT))
+    w = World(_group(), usrs=usrs)
+    w.sync()
+    ann_copy = next(r for r in w.on("email") if r["user_key"] == ANN)
+    assert ann_copy["meeting_uid"]
+    for who in (BOB, CAT):
+        w.rows[("email", f"D_{who}")] = ann_copy | {"native_id": f"D_{who}", "user_key": who, "mailbox": who,
+                                                     "organizer_email": ANN}
+    for nid in ("P_ANN", "C_BOB", "C_CAT"):
+        w.edit("salesforce", nid, start=utc(2025, 6, 20, 14), end=utc(2025, 6, 20, 15), last_modified=utc(2025, 6, 15, 13))
+    res = w.sync()
+    assert sorted(res.deltas.select("op", "user_key", "target_side", "linked").rows()) == [
+        ("pair", BOB, "salesforce", True), ("pair", CAT, "salesforce", True), ("update", ANN, "email", False)]
+    assert not res.deltas.filter(pl.col("op") == "create").height  # no standalone copy for an invitee (R14/C16)
+    # the organizer's update reaches the copies; the links hold, nothing is written
+    ann_copy = w.get("email", ann_copy["native_id"])
+    for who in (BOB, CAT):
+        w.edit("email", f"D_{who}", start=ann_copy["start"], end=ann_copy["end"])
+    assert w.sync().deltas.filter(pl.col("op") != "pair").is_empty()
+    assert w.sync().deltas.is_empty()
+
+
+def test_c15_a_copy_of_another_meeting_with_the_same_key_is_not_linked_by_uid():
+    w = World(_group(), usrs=users(user(ANN), user(BOB)))
+    w.sync()
+    # Bob holds an unrelated meeting (its own uid) with the child's new key, and the real copy at the old time
+    ann_copy = next(r for r in w.on("email") if r["user_key"] == ANN)
+    w.rows[("email", "D_BOB")] = ann_copy | {"native_id": "D_BOB", "user_key": BOB, "mailbox": BOB, "organizer_email": ANN}
+    for nid in ("P_ANN", "C_BOB", "C_CAT"):
+        w.edit("salesforce", nid, start=utc(2025, 6, 20, 14), end=utc(2025, 6, 20, 15), last_modified=utc(2025, 6, 15, 13))
+    w.rows[("email", "OTHER")] = em("OTHER", "Kickoff", user=BOB, start=utc(2025, 6, 20, 14), organizer_email="x@else.example",
+                                     meeting_uid="UID-OTHER")
+    w.sync()
+    linked = {(r["sf_id"], r["email_id"]) for r in w.pairs.iter_rows(named=True) if r["linked"]}
+    assert linked == {("C_BOB", "D_BOB")}  # the unrelated meeting gets Bob's own event (R14), not his child
