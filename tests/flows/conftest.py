@@ -174,8 +174,18 @@ class Person:
         """The store id of the one calendar item whose fields equal ``match``."""
         return one(self.world.mail_items(self.mailbox), **match)["id"]
 
-    def edit(self, item_id: str, **changes) -> None:
-        """Change ``subject``, ``start``, ``end`` and/or ``body`` of an item."""
+    def occurrence_id(self, subject: str, start: datetime) -> str:
+        """The id of the occurrence of a series (as the calendar view shows it) with this subject and start."""
+        org = self.world.sb.exchange.org
+        with org.lock:
+            found = [o.id for o in org.calendar_view(self.mailbox, start - timedelta(hours=1), start + timedelta(hours=1))
+                     if o.subject == subject and o.start == start]
+        assert len(found) == 1, f"{len(found)} occurrences of {subject!r} at {start}"
+        return found[0]
+
+    def edit(self, item_id: str, send: bool = False, **changes) -> None:
+        """Change ``subject``, ``start``, ``end`` and/or ``body`` of an item (an organizer's edit is sent to the
+        attendees with ``send``; Graph always sends it)."""
         raise NotImplementedError
 
     def delete(self, item_id: str) -> None:
@@ -190,11 +200,11 @@ class EwsPerson(Person):
     def _item(self, item_id: str):
         return self.world.account(self.mailbox).calendar.get(id=item_id)
 
-    def edit(self, item_id: str, **changes) -> None:
+    def edit(self, item_id: str, send: bool = False, **changes) -> None:
         item = self._item(item_id)
         for name, value in changes.items():
             setattr(item, name, value)
-        item.save(update_fields=list(changes))
+        item.save(update_fields=list(changes), **({"send_meeting_invitations": "SendToAllAndSaveCopy"} if send else {}))
 
     def delete(self, item_id: str) -> None:
         self._item(item_id).delete()
@@ -224,7 +234,7 @@ class GraphPerson(Person):
         r = session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code in (200, 201, 204), r.text
 
-    def edit(self, item_id: str, **changes) -> None:
+    def edit(self, item_id: str, send: bool = False, **changes) -> None:  # noqa: ARG002 - Graph always sends
         body: dict = {}
         for name, value in changes.items():
             if name in ("start", "end"):

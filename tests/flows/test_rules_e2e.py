@@ -723,9 +723,8 @@ def test_r13_group_meeting_edits_settle_into_quiet_runs(world):
         sf.Event.update(ev, change)
         world.sb.clock.advance(timedelta(minutes=1))
         world.sync()
-    item = next(i for i in world.account(ALICE).calendar.all() if i.subject == "Quarterly review (final)")
-    item.subject = "Quarterly review (Outlook)"
-    item.save(update_fields=["subject"], send_meeting_invitations="SendToAllAndSaveCopy")
+    alice = world.person(ALICE)
+    alice.edit(alice.item_id(subject="Quarterly review (final)"), send=True, subject="Quarterly review (Outlook)")
     world.sb.clock.advance(timedelta(minutes=1))
     world.sync()  # copies the organizer's edit to Salesforce
     world.sync()  # settles what that write sent on
@@ -764,10 +763,9 @@ def test_r7_a_round_trip_through_the_mailbox_keeps_the_salesforce_original(world
     settle = world.sync()
     assert settle["totals"]["deltas"] == 0, settle
     # a person moves every copy in Outlook: the times flow back, the texts stay as their owner wrote them
-    acct = world.account(ALICE)
-    for item in acct.calendar.all():
-        item.start, item.end = item.start + timedelta(days=1), item.end + timedelta(days=1)
-        item.save(update_fields=["start", "end"])
+    alice = world.person(ALICE)
+    for item in world.mail_items(ALICE):
+        alice.edit(item["id"], start=item["start"] + timedelta(days=1), end=item["end"] + timedelta(days=1))
     world.sb.clock.advance(timedelta(minutes=1))
     back = world.sync()
     assert back["totals"]["updated"] == 5, back
@@ -833,10 +831,8 @@ def test_c23_salesforce_series_sync_their_occurrences_never_their_masters(world)
     assert [i["body"] for i in _mail(world, ALICE, "Standup") if i["start"] == at(2, 8)] == ["first of the week"]
 
     # an Outlook edit of one occurrence's copy reaches that occurrence's row, and no other
-    acct = world.account(ALICE)
-    item = next(i for i in acct.calendar.all() if i.subject == "Weekly 1:1" and i.start == at(22, 9))
-    item.start, item.end = at(22, 11), at(22, 11, 30)
-    item.save(update_fields=["start", "end"])
+    alice = world.person(ALICE)
+    alice.edit(alice.occurrence_id("Weekly 1:1", at(22, 9)), start=at(22, 11), end=at(22, 11, 30))
     world.sb.clock.advance(timedelta(minutes=1))
     s = world.sync()
     assert s["totals"]["updated"] == 1, s
