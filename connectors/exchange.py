@@ -843,9 +843,12 @@ class ExchangeConnector:
 
     # ---------------------------------------------------------------- extract
 
-    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
+    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime,
+             known: Mapping[str, str] | None = None) -> MailboxRead:
         """The mailbox's calendar view over the window (C1 overlap, checked on the canonical values).
-        Items that cannot be read are left out and listed in ``problems``."""
+        Items that cannot be read are left out and listed in ``problems``. With ``known`` (id -> ChangeKey),
+        GetItem fetches only the items the view shows at another ChangeKey (incremental read)."""
+        unchanged: list[str] = []
 
         def rows() -> list[dict]:
             account = self.account(mailbox)
@@ -853,10 +856,15 @@ class ExchangeConnector:
             # the view compares, and the overlap is checked again on the canonical values.
             ids = self._view_ids(account, window_start - dt.timedelta(days=1), window_end + dt.timedelta(days=1),
                                  user_key)
+            if known:
+                unchanged.extend(i for i, ck in ids.items() if ck and known.get(i) == ck)
+                ids = {i: ck for i, ck in ids.items() if not (ck and known.get(i) == ck)}
             shaped = (self._shape(item, user_key, mailbox) for item in self._fetch(account, list(ids.items())))
             return [r for r in shaped if r is not None and overlaps(r, window_start, window_end)]
 
-        return self._guarded(mailbox, rows)
+        got = self._guarded(mailbox, rows)
+        got.unchanged = unchanged
+        return got
 
     def confirm(self, user_key: str, mailbox: str, item_ids: Sequence[str]) -> MailboxRead:
         """The items among ``item_ids`` still in the mailbox's calendar, wherever they are in time. Not found,

@@ -11,6 +11,9 @@ view          the items of one mailbox's calendar overlapping a window (C1), rec
 confirm       looking items up by id when the view did not return them: a row back means the item is
               still in the calendar (it left the window), no row means it is gone (a confirmed
               deletion, R8).
+incremental   a read given the versions (change keys) of the items whose rows the caller holds: only new and
+              changed items are fetched; the others come back as ids in ``unchanged``. The version moves on
+              every change of an item, so an unchanged version means unchanged content.
 problem       an item that could not be read or shaped: ``(user_key, item id or None, "reason: detail")``.
               Its id is neither present nor gone this run, so the caller must not treat it as deleted.
 internal      an address with a mailbox in the same organisation (tenant): a meeting sent to it lands on
@@ -145,10 +148,13 @@ class Ledger:
 
 @dataclass
 class MailboxRead:
-    """What a read or a confirm returns: canonical rows, and the items that could not be read."""
+    """What a read or a confirm returns: canonical rows of the items fetched, the items that could not be read,
+    and (an incremental read) the ids of items the view showed at the version the caller already knows, which
+    were not fetched: the caller has their rows."""
 
     events: pl.DataFrame = field(default_factory=lambda: empty(EVENT_SCHEMA))
     problems: list[Problem] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -158,8 +164,11 @@ class MailboxConnector(Protocol):
     kind: str
     # Optional: ``service_url``, where the connector sends its requests (named in connection errors).
 
-    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
-        """The mailbox's calendar view over the window (C1 overlap on the canonical values)."""
+    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime,
+             known: Mapping[str, str] | None = None) -> MailboxRead:
+        """The mailbox's calendar view over the window (C1 overlap on the canonical values). With ``known``
+        (item id -> version, the items whose rows the caller holds), an item the view shows at that version is
+        not fetched but listed in ``unchanged``; every other item is fetched (incremental read)."""
 
     def confirm(self, user_key: str, mailbox: str, item_ids: Sequence[str]) -> MailboxRead:
         """The items among ``item_ids`` still in the mailbox's calendar (absent = gone)."""
@@ -239,8 +248,10 @@ class Mailboxes:
                 f"the {SERVICES.get(kind, kind)} connector failed {what} mailbox {mailbox} ({type(exc).__name__}:"
                 f" {said}): retry; if it goes on, the log file has the traceback") from exc
 
-    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime) -> MailboxRead:
-        return self._guarded(mailbox, "reading", lambda c: c.read(user_key, mailbox, window_start, window_end))
+    def read(self, user_key: str, mailbox: str, window_start: dt.datetime, window_end: dt.datetime,
+             known: Mapping[str, str] | None = None) -> MailboxRead:
+        return self._guarded(mailbox, "reading",
+                             lambda c: c.read(user_key, mailbox, window_start, window_end, known=known))
 
     def confirm(self, user_key: str, mailbox: str, item_ids: Sequence[str]) -> MailboxRead:
         if not item_ids:

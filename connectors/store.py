@@ -39,7 +39,7 @@ from transforms.schema import (
     empty,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 2 keeps the digests (event key and content hash, pair and delta hashes) as UBIGINT, not as their
 # decimal strings, and computes them differently (transforms.digest). The stored pair hashes of a version-1
@@ -121,6 +121,10 @@ _TABLES: dict[str, str] = {
     # the kind (ews, graph) each mailbox was reached through when its pairs were last written: item ids
     # belong to one protocol, so a mailbox that moved to the other kind starts afresh (C17)
     "mailbox_kinds": "mailbox VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, since_run VARCHAR",
+    # the last read of each mailbox: which run's snapshot holds its rows, read through which kind and in which
+    # row format, and when it was last read in full (incremental reads take unchanged items from that snapshot)
+    "mailbox_reads": "mailbox VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, run_id VARCHAR NOT NULL,"
+                     " format INTEGER NOT NULL, read_at TIMESTAMPTZ NOT NULL, full_at TIMESTAMPTZ NOT NULL",
     # the users a run was for (written when it starts, so a run that fails before reading anything still
     # counts for them in v_user_status)
     "run_users": "run_id VARCHAR NOT NULL, user_key VARCHAR NOT NULL, mailbox VARCHAR, mailbox_kind VARCHAR",
@@ -224,7 +228,11 @@ class Store:
                     " SELECT run_id, user_key, NULL FROM notes WHERE kind = 'refused' AND user_key IS NOT NULL"
                     " AND user_key NOT IN (SELECT user_key FROM user_snapshots s WHERE s.run_id = notes.run_id))")
                 self.con.execute("INSERT INTO schema_version VALUES (4)")
-            # Future migrations: `if 1 <= current < 5: ...` then insert 5.
+            if 1 <= current < 5:
+                # Incremental reads: nothing recorded yet, so every mailbox's next read is a full one.
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS mailbox_reads ({_TABLES['mailbox_reads']})")
+                self.con.execute("INSERT INTO schema_version VALUES (5)")
+            # Future migrations: `if 1 <= current < 6: ...` then insert 6.
         from connectors.store_views import create_views  # views live beside the store
 
         create_views(self.con)
@@ -379,29 +387,28 @@ class Store:
             self._insert("user_snapshots", conform(users, USER_SCHEMA), run_id)
             self._insert("directory_snapshots", conform(directory, DIRECTORY_SCHEMA), run_id)
 
+    def _snapshot_events(self, where: str, params: list) -> pl.DataFrame:
+        """Snapshot event rows (``where`` over ``event_snapshots s``) with their invitees, as EVENT_SCHEMA plus
+        the stored digests."""
+        events = self._frame(f"SELECT s.* FROM event_snapshots s WHERE {where}", params)
+        if not events.height:
+            return empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        invitees = self._frame(
+            "SELECT i.run_id, i.side, i.native_id, list(struct_pack(i.email, i.response, i.record_id, i.record_type)"
+            f" ORDER BY i.email) AS invitees FROM invitee_snapshots i SEMI JOIN (SELECT s.run_id, s.side, s.native_id"
+            f" FROM event_snapshots s WHERE {where}) k ON k.run_id = i.run_id AND k.side = i.side"
+            " AND k.native_id = i.native_id GROUP BY i.run_id, i.side, i.native_id",
+            params,
+        )
+        if invitees.height:
+            events = events.join(invitees.with_columns(pl.col("side").cast(pl.String)),
+                                 on=["run_id", "side", "native_id"], how="left")
+        return conform(events, EVENT_SCHEMA | DERIVED_SCHEMA).with_columns(
+            pl.col("invitees").fill_null(pl.lit([], dtype=pl.List(INVITEE))))
+
     def read_snapshot(self, run_id: str) -> dict[str, pl.DataFrame]:
         """The frames a run's reconcile saw, as ``write_snapshot`` kept them."""
-        events = self._frame(
-            "SELECT * EXCLUDE (run_id) FROM event_snapshots WHERE run_id = ?", [run_id]
-        )
-        invitees = self._frame(
-            "SELECT side, native_id, list(struct_pack(email, response, record_id, record_type)"
-            " ORDER BY email) AS invitees FROM invitee_snapshots WHERE run_id = ?"
-            " GROUP BY side, native_id",
-            [run_id],
-        )
-        if events.height:
-            if invitees.height:
-                events = events.join(
-                    invitees.with_columns(pl.col("side").cast(pl.String)),
-                    on=["side", "native_id"],
-                    how="left",
-                )
-            events = conform(events, EVENT_SCHEMA | DERIVED_SCHEMA).with_columns(
-                pl.col("invitees").fill_null(pl.lit([], dtype=pl.List(INVITEE)))
-            )
-        else:
-            events = empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        events = self._snapshot_events("s.run_id = ?", [run_id])
         return {
             "events": events,
             "pairs": self._frame(
@@ -475,6 +482,38 @@ class Store:
     def replace_pairs(self, new_pairs: pl.DataFrame) -> None:
         with self.transaction():
             self._write_pairs(new_pairs)
+
+    def known_rows(self, kinds: dict[str, str], fmt: int, full_since: datetime) -> pl.DataFrame:
+        """For incremental reads: the rows the last read of each mailbox kept (``kinds``: mailbox -> the kind it
+        is read through now), of mailboxes last read through that kind, in row format ``fmt``, and read in full
+        at or after ``full_since``. Private events never: their snapshots keep no details (R9)."""
+        if not kinds:
+            return empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        want = pl.DataFrame({"mailbox": list(kinds), "kind": list(kinds.values())})
+        self.con.register("_want", want.to_arrow())
+        try:
+            return self._snapshot_events(
+                "s.side = 'email' AND NOT coalesce(s.is_private, false) AND EXISTS (SELECT 1 FROM mailbox_reads m"
+                " JOIN _want w ON w.mailbox = m.mailbox AND w.kind = m.kind WHERE m.mailbox = s.mailbox"
+                " AND m.run_id = s.run_id AND m.format = ? AND m.full_at >= ?)",
+                [fmt, full_since],
+            )
+        finally:
+            self.con.unregister("_want")
+
+    def record_mailbox_reads(self, run_id: str, reads: dict[str, tuple[str, bool]], fmt: int,
+                             now: datetime | None = None) -> None:
+        """The run read these mailboxes (mailbox -> (kind, read in full?)) and its snapshot holds their rows."""
+        now = now or datetime.now(timezone.utc)
+        with self.transaction():
+            for mailbox, (kind, full) in reads.items():
+                self.con.execute(
+                    "INSERT INTO mailbox_reads VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox) DO UPDATE SET"
+                    " kind = excluded.kind, run_id = excluded.run_id, format = excluded.format,"
+                    " read_at = excluded.read_at,"
+                    " full_at = CASE WHEN ? THEN excluded.read_at ELSE mailbox_reads.full_at END",
+                    [mailbox, kind, run_id, fmt, now, now, full],
+                )
 
     def mailbox_kinds(self) -> dict[str, str]:
         """mailbox address -> the kind its pairs' item ids belong to."""

@@ -63,6 +63,10 @@ class Backend:
         """Change an item's subject the way Outlook would: through the protocol's own client."""
         raise NotImplementedError
 
+    def item_fetches(self) -> int:
+        """Items fetched one by one so far (EWS GetItem requests, Graph GETs of an event)."""
+        raise NotImplementedError
+
 
 class EwsBackend(Backend):
     def add_mailbox(self, email: str, time_zone: str = "UTC") -> None:
@@ -80,6 +84,9 @@ class EwsBackend(Backend):
 
     def server_calls(self) -> int:
         return self.org.calls()
+
+    def item_fetches(self) -> int:
+        return self.org.calls_by_operation.get("GetItem", 0)
 
     def rename_as_person(self, mailbox: str, item_id: str, subject: str) -> None:
         from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials, Version
@@ -113,6 +120,10 @@ class GraphBackend(Backend):
 
     def server_calls(self) -> int:
         return self.sb.graph.calls()
+
+    def item_fetches(self) -> int:
+        g = self.sb.graph
+        return g.calls_by_operation.get("getEvent", 0) + g.batch_operations.get("getEvent", 0)
 
     def rename_as_person(self, mailbox: str, item_id: str, subject: str) -> None:
         import msal
@@ -398,3 +409,43 @@ def test_api_calls_are_the_requests_the_server_answered(conn, backend):
     conn.apply(email_deltas({"delta_id": "c", "op": "create", "subject": "Two", "start": u(2024, 5, 9, 9),
                        "end": u(2024, 5, 9, 10)}))
     assert conn.api_calls - mine == backend.server_calls() - before > 0
+
+
+def test_an_incremental_read_fetches_only_what_changed(conn, backend):
+    org = backend.org
+    ids = {n: org.add_item(ANN, n, u(2024, 5, 6 + i, 9), u(2024, 5, 6 + i, 10))
+           for i, n in enumerate(["Same", "Renamed", "Touched", "Deleted", "Away"])}
+    full = read(conn).events
+    known = dict(zip(full["native_id"].to_list(), full["version"].to_list()))
+    fetched = backend.item_fetches()
+    quiet = conn.read(ANN, ANN, WS, WE, known=known)
+    assert quiet.events.height == 0 and sorted(quiet.unchanged) == sorted(known)
+    assert backend.item_fetches() == fetched  # nothing changed: nothing fetched
+
+    backend.sb.clock.advance(dt.timedelta(minutes=1))
+    renamed = full.filter(pl.col("subject") == "Renamed")["native_id"][0]
+    backend.rename_as_person(ANN, renamed, "Renamed (edited)")
+    with org.lock:
+        org.touch(org.mailboxes[ANN].items[ids["Touched"]])  # opened: the change key moves, the content not
+        del org.mailboxes[ANN].items[ids["Deleted"]]
+        org.mailboxes[ANN].items[ids["Away"]].start = u(2024, 9, 1, 9)
+        org.mailboxes[ANN].items[ids["Away"]].end = u(2024, 9, 1, 10)
+    org.add_item(ANN, "New", u(2024, 5, 20, 9), u(2024, 5, 20, 10))
+    got = conn.read(ANN, ANN, WS, WE, known=known)
+    assert sorted(got.events["subject"].to_list()) == ["New", "Renamed (edited)", "Touched"]
+    same = full.filter(pl.col("subject") == "Same")["native_id"][0]
+    assert got.unchanged == [same]  # the deleted and the moved-away are in neither
+
+
+def test_an_incremental_read_refetches_an_edited_occurrence(conn, backend):
+    org = backend.org
+    org.add_item(ANN, "standup", u(2024, 5, 6, 8), u(2024, 5, 6, 8, 15), recurrence={"pattern": "daily", "occurrences": 4})
+    full = read(conn).events.sort("start")
+    known = dict(zip(full["native_id"].to_list(), full["version"].to_list()))
+    third = full["native_id"][2]
+    backend.sb.clock.advance(dt.timedelta(minutes=1))
+    backend.rename_as_person(ANN, third, "standup (moved to the lab)")
+    got = conn.read(ANN, ANN, WS, WE, known=known)
+    assert "standup (moved to the lab)" in got.events["subject"].to_list()
+    assert third not in got.unchanged
+    assert set(got.unchanged) | set(got.events["native_id"].to_list()) == set(known)
