@@ -284,6 +284,10 @@ class _Handler(BaseHTTPRequestHandler):
                 kwargs["last_modified"] = _parse_when(kwargs["last_modified"])
             item_id = org.add_item(mailbox, subject, start, end, **kwargs)
             self._json(200, {"id": item_id})
+        elif path == "/_sandbox/items/edit":
+            changekey = org.edit_item(p["item"], subject=p.get("subject"), body=p.get("body"),
+                                      location=p.get("location"))
+            self._json(200, {"id": p["item"], "changekey": changekey})
         elif path == "/_sandbox/settings":
             latency = httpbase.check_latency_ms(p["latency_ms"]) if "latency_ms" in p else None  # before any change
             if "auth_methods" in p:

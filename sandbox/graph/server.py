@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote
 
-from .events import GraphError
+from .events import GraphError, store_id
 from .identity import TokenError
 from .service import JSON_TYPE, Request, Response, error_body
 
@@ -220,6 +220,10 @@ class GraphHandler(_JsonHandler):
         elif path == "/_sandbox/responses":
             org.set_response(p["mailbox"], p["item"], p["attendee"], p["response"])
             self._json(200, {"ok": True})
+        elif path == "/_sandbox/items/edit":  # the item's Graph id
+            changekey = org.edit_item(store_id(p["item"]), subject=p.get("subject"), body=p.get("body"),
+                                      location=p.get("location"))
+            self._json(200, {"id": p["item"], "changeKey": changekey})
         else:
             self._json(404, {"error": f"no route POST {path}"})
 
