@@ -141,6 +141,16 @@ def test_a_request_takes_at_least_the_latency(sb, server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_without_latency_there_is_no_hidden_delay_per_request(sb, server):
+    """Latency 0 means none: no Nagle / delayed-ACK stall (~40 ms a reply) on a kept-alive connection."""
+    call = _caller(sb, server)
+    call()
+    n = 25
+    took = _timed(lambda: [call() for _ in range(n)])
+    assert took / n < 0.025, f"{took / n * 1000:.0f} ms a request without latency"
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_concurrent_requests_overlap_their_latency(sb, server):
     n, latency = 6, 0.6
     calls = [_caller(sb, server) for _ in range(n)]
