@@ -13,6 +13,9 @@ premises, of kind "graph" in Exchange Online):
         sb.exchange.url, sb.exchange.service_account
         sb.graph.authority, sb.graph.client_id, sb.graph.client_secret, sb.graph.graph_url, sb.graph.ca_file
         assert sb.exchange.org is sb.graph.org
+
+``Sandbox(latency_ms=100)`` or ``sb.set_latency(100)`` makes every API request to any of the three servers take
+100 ms longer, as a real server's round trip does (each server's ``latency_ms``; settings key ``latency_ms``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Sandbox:
         daily_api_limit: int = 100_000,
         domain: str = "example.com",
         service_account: tuple[str, str] | None = None,
+        latency_ms: float = 0,
     ) -> None:
         from sandbox.exchange import DEFAULT_PASSWORD, ExchangeSandbox, Org
         from sandbox.graph import GraphSandbox
@@ -60,6 +64,16 @@ class Sandbox:
                        service_account=service_account or ("svc-calsync@example.com", DEFAULT_PASSWORD))
         self.exchange = ExchangeSandbox(self.clock, self.faults, org=self.org)
         self.graph = GraphSandbox(self.clock, self.faults, self.workdir, org=self.org)
+        self.set_latency(latency_ms)
+
+    def set_latency(self, ms: float) -> None:
+        """A fixed latency for every API request of the three servers (milliseconds, 0 = none); see
+        ``sandbox.httpbase.Latency``."""
+        from sandbox.httpbase import check_latency_ms
+
+        ms = check_latency_ms(ms)
+        for server in (self.salesforce, self.exchange, self.graph):
+            server.latency_ms = ms
 
     def start(self) -> "Sandbox":
         self.salesforce.start()
@@ -90,6 +104,7 @@ class Sandbox:
         self.salesforce.org.reset()
         self.org.reset()
         self.graph.reset_counts()
+        self.salesforce.reset_counts()
         self.faults.clear()
         self.clock.reset()
 

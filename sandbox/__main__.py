@@ -23,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --generate: the share of mailboxes hosted in Exchange Online (Graph), e.g. 0.5")
     parser.add_argument("--today", type=date.fromisoformat, help="day the seed's relative days count from")
     parser.add_argument("--workdir", type=Path, help="where the certificate is written")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                        help="a fixed latency added to every API request of the three servers (default 0)")
     args = parser.parse_args(argv)
     today = args.today or datetime.now(timezone.utc).date()
-    sandbox = Sandbox(args.workdir)
+    sandbox = Sandbox(args.workdir, latency_ms=args.latency_ms)
     sandbox.start()
     try:
         if args.seed:

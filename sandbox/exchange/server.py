@@ -27,11 +27,12 @@ DEFAULT_PASSWORD = "Sandbox-Passw0rd!"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=True)
 
 
-class ExchangeSandbox:
+class ExchangeSandbox(httpbase.Latency):
     """A local EWS server (Exchange2016 schema) over plain HTTP on a free loopback port.
 
     ``org`` holds the state (mailboxes, items, invitations); ``clock`` and ``faults`` are shared with the
-    other sandbox servers.
+    other sandbox servers. ``latency_ms`` (settings key ``latency_ms``) is slept once per HTTP request to the EWS
+    endpoint (the 401s of an NTLM handshake too: they are round trips as well), before the org's lock is taken.
     """
 
     def __init__(
@@ -44,7 +45,9 @@ class ExchangeSandbox:
         port: int = 0,
         auth_methods: tuple[str, ...] = ("ntlm", "basic"),
         org: Org | None = None,
+        latency_ms: float = 0,
     ) -> None:
+        self.latency_ms = latency_ms
         self.clock = clock
         # Which schemes IIS offers and accepts: "ntlm", "basic" (set to ("ntlm",) for a server with Basic off).
         self.auth_methods = tuple(auth_methods)
@@ -156,6 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive: one handler instance serves every request of a TCP connection, so the NTLM
     # handshake (three requests) and the authenticated state below live as long as the connection.
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the headers and the body go out in two writes; with Nagle the body waits for the client's
+    # delayed ACK of the headers, a hidden ~40 ms on every reply (the Salesforce handler sets it too).
+    disable_nagle_algorithm = True
     _ntlm_pending: ntlm.Challenge | None = None  # challenge sent on this connection, awaiting type 3
     _ntlm_user: str | None = None  # account this connection authenticated as with NTLM
     server_version = "Microsoft-IIS/10.0"
@@ -199,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.lower() == EWS_PATH:
+            self.app.pause()
             # IIS answers a browser GET with the service description page; clients only POST.
             self._send(200, b"<html><body>Exchange Web Services (sandbox)</body></html>", "text/html")
             return
@@ -213,6 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, org.invitations())
         elif path == "/_sandbox/clock":
             self._json(200, {"now": self.app.clock.now().isoformat()})
+        elif path == "/_sandbox/settings":
+            self._json(200, self._settings())
+        elif path == "/_sandbox/calls":
+            with org.lock:
+                self._json(200, {"calls": org.calls(), "calls_by_operation": dict(org.calls_by_operation)})
         else:
             self._json(404, {"error": f"no route GET {path}"})
 
@@ -229,6 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         body = self._read_body()
         if path.lower() == EWS_PATH:
+            self.app.pause()  # the round trip's fixed latency, before any lock is taken
             self._ews(body)
         elif path.startswith("/_sandbox/"):
             try:
@@ -274,7 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
                 kwargs["last_modified"] = _parse_when(kwargs["last_modified"])
             item_id = org.add_item(mailbox, subject, start, end, **kwargs)
             self._json(200, {"id": item_id})
+        elif path == "/_sandbox/items/edit":
+            changekey = org.edit_item(p["item"], subject=p.get("subject"), body=p.get("body"),
+                                      location=p.get("location"))
+            self._json(200, {"id": p["item"], "changekey": changekey})
         elif path == "/_sandbox/settings":
+            latency = httpbase.check_latency_ms(p["latency_ms"]) if "latency_ms" in p else None  # before any change
             if "auth_methods" in p:
                 methods = tuple(str(m).lower() for m in p["auth_methods"])
                 if not methods or set(methods) - {"ntlm", "basic"}:
@@ -282,12 +300,19 @@ class _Handler(BaseHTTPRequestHandler):
                 app.auth_methods = methods
             if "immutable_ids" in p:
                 org.immutable_ids = bool(p["immutable_ids"])
-            self._json(200, {"auth_methods": list(app.auth_methods), "immutable_ids": org.immutable_ids})
+            if latency is not None:
+                app.latency_ms = latency
+            self._json(200, self._settings())
         elif path == "/_sandbox/responses":
             org.set_response(p["mailbox"], p["item"], p["attendee"], p["response"])
             self._json(200, {"ok": True})
         else:
             self._json(404, {"error": f"no route POST {path}"})
+
+    def _settings(self) -> dict:
+        app = self.app
+        return {"auth_methods": list(app.auth_methods), "immutable_ids": app.org.immutable_ids,
+                "latency_ms": app.latency_ms}
 
     # EWS --------------------------------------------------------------------------------
     def _unauthorized(self, ntlm_challenge: bytes | None = None) -> None:

@@ -692,6 +692,23 @@ class Org:
         self.touch(item)
         mbx.folder_items(target)[item.id] = item
 
+    def edit_item(self, item_id: str, *, subject: str | None = None, body: str | None = None,
+                  location: str | None = None) -> str:
+        """The mailbox's owner edits an item in Outlook: the fields given change and its change key moves; nothing
+        is sent, nothing delivered. Returns the new change key. (Occurrences are not edited this way.)"""
+        with self.lock:
+            item = self.find_item(item_id)
+            if not isinstance(item, Item) or item.folder != "calendar":
+                raise KeyError(f"no calendar item {item_id!r}")
+            if subject is not None:
+                item.subject = subject
+            if body is not None:
+                item.body = body
+            if location is not None:
+                item.location = location
+            self.touch(item)
+            return item.changekey
+
     def touch(self, item: Item) -> None:
         item.changekey = self.new_changekey()
         item.last_modified = self.clock.now()

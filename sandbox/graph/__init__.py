@@ -28,7 +28,7 @@ from typing import Any
 
 from ..exchange.server import DEFAULT_PASSWORD
 from ..exchange.store import Org
-from ..httpbase import LoopbackServer
+from ..httpbase import Latency, LoopbackServer, check_latency_ms
 from ..tls import make_self_signed
 from .events import GraphError
 from .identity import DEFAULT_TOKEN_LIFETIME, Identity
@@ -84,11 +84,17 @@ class Throttle:
             self.inflight[mailbox] = max(0, self.inflight.get(mailbox, 0) - 1)
 
 
-class GraphSandbox:
-    """The login server (https, like login.microsoftonline.com) and the Graph server (https, /v1.0), one CA."""
+class GraphSandbox(Latency):
+    """The login server (https, like login.microsoftonline.com) and the Graph server (https, /v1.0), one CA.
+
+    ``latency_ms`` (settings ``latency_ms``) is slept once per HTTP request either server answers (a $batch once);
+    ``service_time_s`` (settings ``service_time_ms``) is how long each request and each $batch sub-request holds its
+    mailbox's concurrency slot, so a test can make them overlap."""
 
     def __init__(self, clock, faults, workdir: Path, *, org: Org | None = None, domain: str = "example.com",
-                 tenant_id: str | None = None, client_id: str | None = None, client_secret: str | None = None) -> None:
+                 tenant_id: str | None = None, client_id: str | None = None, client_secret: str | None = None,
+                 latency_ms: float = 0) -> None:
+        self.latency_ms = latency_ms
         self.clock = clock
         self.faults = faults
         self.workdir = Path(workdir)
@@ -102,7 +108,7 @@ class GraphSandbox:
         self.mailbox_budget: int | None = DEFAULT_BUDGET
         self.max_concurrency: int | None = DEFAULT_CONCURRENCY
         self.concurrency_retry_after = 1  # seconds (believed: the service suggests a short wait)
-        self.latency_s = 0.0  # simulated service time per request (tests use it to make requests overlap)
+        self.service_time_s = 0.0  # work per request and per $batch sub-request, holding the mailbox's slot
         self._count_lock = threading.Lock()
         self.throttle = Throttle(self)
         self.service = Service(self)
@@ -275,9 +281,13 @@ class GraphSandbox:
         return {"token_lifetime": self.token_lifetime,
                 "mailbox_scope": None if self.mailbox_scope is None else sorted(self.mailbox_scope),
                 "mailbox_budget": self.mailbox_budget, "max_concurrency": self.max_concurrency,
-                "concurrency_retry_after": self.concurrency_retry_after, "latency_ms": int(self.latency_s * 1000)}
+                "concurrency_retry_after": self.concurrency_retry_after, "latency_ms": self.latency_ms,
+                "service_time_ms": self.service_time_s * 1000}
 
     def apply_settings(self, p: dict) -> None:
+        # Checked before anything changes: a refused value leaves every setting as it was.
+        latency = check_latency_ms(p["latency_ms"]) if "latency_ms" in p else None
+        service = check_latency_ms(p["service_time_ms"]) if "service_time_ms" in p else None
         if "token_lifetime" in p:
             self.token_lifetime = int(p["token_lifetime"])
         if "mailbox_scope" in p:
@@ -288,8 +298,10 @@ class GraphSandbox:
             self.max_concurrency = None if p["max_concurrency"] is None else int(p["max_concurrency"])
         if "concurrency_retry_after" in p:
             self.concurrency_retry_after = int(p["concurrency_retry_after"])
-        if "latency_ms" in p:
-            self.latency_s = max(0.0, float(p["latency_ms"]) / 1000)
+        if latency is not None:
+            self.latency_ms = latency
+        if service is not None:
+            self.service_time_s = service / 1000
 
     def reset_settings(self) -> None:
         self.identity.token_lifetime = DEFAULT_TOKEN_LIFETIME
@@ -298,6 +310,7 @@ class GraphSandbox:
         self.max_concurrency = DEFAULT_CONCURRENCY
         self.concurrency_retry_after = 1
         self.latency_s = 0.0
+        self.service_time_s = 0.0
 
     def state(self) -> dict:
         return {"graph_url": self.graph_url, "authority": self.authority, "settings": self.settings(),

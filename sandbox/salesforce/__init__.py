@@ -11,12 +11,13 @@ for the client-side helpers ``client_session`` and ``route_login``).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from ..clock import Clock
 from ..faults import Faults
-from ..httpbase import LoopbackServer
+from ..httpbase import Latency, LoopbackServer
 from ..tls import make_self_signed
 from .org import Org, SfError
 from .server import Handler
@@ -24,8 +25,14 @@ from .server import Handler
 __all__ = ["SalesforceSandbox", "Org", "SfError"]
 
 
-class SalesforceSandbox:
-    """HTTPS Salesforce REST API on a free loopback port, with its org state in memory."""
+class SalesforceSandbox(Latency):
+    """HTTPS Salesforce REST API on a free loopback port, with its org state in memory.
+
+    ``latency_ms`` (settings key ``latency_ms``) is slept once per API request, outside the org's lock.
+    ``counts()`` (control ``GET /_sandbox/calls``) says what the API was asked since the last reset: calls by
+    operation, the SOQL queries, pages and rows per sObject read, and the records written per operation and
+    sObject (what the sObject Collections calls held, or one per single-record call).
+    """
 
     def __init__(
         self,
@@ -37,7 +44,9 @@ class SalesforceSandbox:
         required_custom_field: str | None = None,
         daily_api_limit: int = 100_000,
         session_id: str | None = None,
+        latency_ms: float = 0,
     ) -> None:
+        self.latency_ms = latency_ms
         self.clock = clock
         self.faults = faults
         self.workdir = Path(workdir)
@@ -50,6 +59,8 @@ class SalesforceSandbox:
         )
         self._cert, self._key = make_self_signed(self.workdir / "salesforce-tls")
         self._server: LoopbackServer | None = None
+        self._count_lock = threading.Lock()
+        self.reset_counts()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "SalesforceSandbox":
@@ -68,6 +79,46 @@ class SalesforceSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # ------------------------------------------------------------------ counts
+    def reset_counts(self) -> None:
+        with self._count_lock:
+            self._calls = 0
+            self.calls_by_operation: dict[str, int] = {}
+            self.queries: dict[str, dict[str, int]] = {}  # sObject -> queries, pages, rows
+            self.records_written: dict[str, int] = {}  # "create Event" -> records
+
+    def count_call(self, operation: str) -> None:
+        """One API request answered (any status; a dropped connection is not counted)."""
+        with self._count_lock:
+            self._calls += 1
+            self.calls_by_operation[operation] = self.calls_by_operation.get(operation, 0) + 1
+
+    def count_query(self, sobject: str, rows: int) -> None:
+        with self._count_lock:
+            q = self.queries.setdefault(sobject, {"queries": 0, "pages": 0, "rows": 0})
+            q["queries"] += 1
+            q["rows"] += rows
+
+    def count_page(self, sobject: str) -> None:
+        with self._count_lock:
+            q = self.queries.setdefault(sobject, {"queries": 0, "pages": 0, "rows": 0})
+            q["pages"] += 1
+
+    def count_written(self, verb: str, sobject: str, records: int = 1) -> None:
+        with self._count_lock:
+            key = f"{verb} {sobject}"
+            self.records_written[key] = self.records_written.get(key, 0) + records
+
+    def calls(self) -> int:
+        with self._count_lock:
+            return self._calls
+
+    def counts(self) -> dict:
+        with self._count_lock:
+            return {"calls": self._calls, "calls_by_operation": dict(self.calls_by_operation),
+                    "queries": {k: dict(v) for k, v in self.queries.items()},
+                    "records_written": dict(self.records_written)}
 
     # ------------------------------------------------------------------ connection details
     @property

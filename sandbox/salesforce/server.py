@@ -111,7 +111,9 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sandbox/") or path == "/_sandbox":
                 reply = Control(self.app).handle(method, path, query, raw)
             else:
+                self.app.pause()  # the round trip's fixed latency (no lock held)
                 reply = self._api(method, path, query, raw)
+                self.app.count_call(operation_of(method, path, query))
         except Drop:
             self.close_connection = True
             return
@@ -196,6 +198,52 @@ class Handler(BaseHTTPRequestHandler):
         return reply
 
 
+def operation_of(method: str, path: str, query: dict) -> str:
+    """The name a call is counted under (``calls_by_operation``): query, queryMore, describe, create,
+    collection create, ..."""
+    if path.rstrip("/") == "/services/oauth2/token":
+        return "oauth token"
+    if path.rstrip("/") == "/services/data":
+        return "versions"
+    m = _VERSION_RE.match(path)
+    if not m:
+        return "(unknown)"
+    parts = [p for p in (m.group(2) or "").strip("/").split("/") if p]
+    if not parts:
+        return "resources"
+    head = parts[0]
+    if head in ("query", "queryAll"):
+        return head + ("More" if len(parts) > 1 else "")
+    if head == "limits":
+        return "limits"
+    if head == "sobjects":
+        if len(parts) == 1:
+            return "describeGlobal"
+        if len(parts) == 2:
+            return {"GET": "sobject info", "POST": "create"}.get(method, "(unknown)")
+        if parts[2] == "describe":
+            return "describe"
+        return {"GET": "retrieve", "PATCH": "update", "DELETE": "delete"}.get(method, "(unknown)")
+    if head == "composite" and len(parts) >= 2 and parts[1] == "sobjects":
+        return {"GET": "collection retrieve", "POST": "collection create", "PATCH": "collection update",
+                "DELETE": "collection delete"}.get(method, "(unknown)")
+    return "(unknown)"
+
+
+def soql_object(text: str) -> str:
+    """The sObject a SOQL query reads (its outer FROM; subqueries in the SELECT list are skipped)."""
+    depth, outer = 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            outer.append(ch)
+    m = re.search(r"\bFROM\s+(\w+)", "".join(outer), re.IGNORECASE)
+    return m.group(1) if m else "(unknown)"
+
+
 def _versions() -> list[float]:
     v, out = MIN_VERSION, []
     while v <= MAX_VERSION:
@@ -268,9 +316,13 @@ class Api:
         if mb:
             batch = min(BATCH, max(200, int(mb.group(1))))
         total, records = org.query(q, self.version, include_deleted)
+        typ = (records[0].get("attributes") or {}).get("type") if records else None
+        obj = typ or soql_object(q)
+        self.app.count_query(obj, total)
         with org.lock:
             loc = org._ids.new("01g")  # query locators look like 01gRO0000016PIAYA2
-            state = {"records": records, "total": total, "batch": batch, "include_deleted": include_deleted}
+            state = {"records": records, "total": total, "batch": batch, "include_deleted": include_deleted,
+                     "object": obj}
             if total > batch:
                 org.locators[loc] = state
                 while len(org.locators) > MAX_LOCATORS:
@@ -281,6 +333,7 @@ class Api:
         records = state["records"]
         batch = state["batch"]
         page = records[pos : pos + batch]
+        self.app.count_page(state.get("object", "(unknown)"))
         body: dict[str, Any] = {"totalSize": state["total"], "done": pos + batch >= len(records)}
         if not body["done"]:
             kind = "queryAll" if state["include_deleted"] else "query"
@@ -312,6 +365,7 @@ class Api:
                 body = _json(raw)
                 if not isinstance(body, dict):
                     raise SfError("JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from START_ARRAY")
+                self.app.count_written("create", obj.name)
                 new_id = self._atomic(lambda: org.create(obj.name, body, self.user_id))
                 return Reply(201, {"id": new_id, "success": True, "errors": []})
             raise _method_not_allowed(method, "GET,HEAD,POST")
@@ -331,9 +385,11 @@ class Api:
                 body = _json(raw)
                 if not isinstance(body, dict):
                     raise SfError("JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from START_ARRAY")
+                self.app.count_written("update", obj.name)
                 self._atomic(lambda: org.update(obj.name, rid, body, self.user_id))
                 return Reply(204)
             if method == "DELETE":
+                self.app.count_written("delete", obj.name)
                 self._atomic(lambda: org.delete(obj.name, rid, self.user_id))
                 return Reply(204)
             raise _method_not_allowed(method, "GET,PATCH,DELETE,HEAD")
@@ -389,6 +445,15 @@ class Api:
         else:
             raise _method_not_allowed(method, "GET,POST,PATCH,DELETE")
 
+        verb = {"POST": "create", "PATCH": "update", "DELETE": "delete"}[method]
+        for rid, rec in items:
+            if rec is not None:
+                typ = (rec.get("attributes") or {}).get("type") or "(unknown)"
+            else:
+                with org.lock:
+                    full = ids.to18(rid)
+                    typ = (org.type_of(full) if full else None) or "(unknown)"
+            self.app.count_written(verb, typ)
         results: list[dict] = []
         failed = False
         with org.lock, org.transaction() as journal:
@@ -564,6 +629,7 @@ class Control:
             return Reply(200, state)
         if route == "/_sandbox/reset" and method == "POST":
             app.org.reset()
+            app.reset_counts()
             return Reply(200, {"reset": True, "session_id": app.org.session_id})
         if route == "/_sandbox/clock" and method in ("POST", "GET"):
             if method == "POST":
@@ -604,9 +670,14 @@ class Control:
         if route == "/_sandbox/settings":
             if method == "POST":
                 org = app.org
-                unknown = set(body) - {"shared_activities", "required_custom_field", "daily_api_limit"}
+                unknown = set(body) - {"shared_activities", "required_custom_field", "daily_api_limit", "latency_ms"}
                 if unknown:
                     return self.bad(f"unknown settings: {', '.join(sorted(unknown))}")
+                if "latency_ms" in body:
+                    try:
+                        app.latency_ms = body["latency_ms"]
+                    except ValueError as exc:
+                        return self.bad(str(exc))
                 if "shared_activities" in body:
                     org.set_shared_activities(bool(body["shared_activities"]))
                 if "required_custom_field" in body:
@@ -617,5 +688,7 @@ class Control:
                     except (TypeError, ValueError):
                         return self.bad("daily_api_limit must be an integer")
             if method in ("POST", "GET"):
-                return Reply(200, app.org.settings())
+                return Reply(200, {**app.org.settings(), "latency_ms": app.latency_ms})
+        if route == "/_sandbox/calls" and method == "GET":
+            return Reply(200, app.counts())
         return Reply(404, {"error": f"no control route {method} {path}"})

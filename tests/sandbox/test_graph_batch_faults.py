@@ -72,7 +72,7 @@ def test_depends_on_runs_in_order_and_fails_dependants_with_424(sb, graph):
 
 
 def test_five_parallel_requests_to_one_mailbox_get_one_429_with_retry_after(sb, graph):
-    control(sb, "POST", "settings", {"latency_ms": 400})  # every request takes 0.4 s, so all five overlap
+    control(sb, "POST", "settings", {"latency_ms": 400})  # every request is in flight 0.4 s, so all five overlap
     results, barrier = [], threading.Barrier(5)
 
     def call():
@@ -93,7 +93,8 @@ def test_five_parallel_requests_to_one_mailbox_get_one_429_with_retry_after(sb, 
 
 
 def test_batch_sub_requests_count_against_the_mailbox_concurrency(sb, graph):
-    control(sb, "POST", "settings", {"latency_ms": 300})
+    # Each sub-request holds its slot 0.3 s (the latency alone is once per $batch and holds no sub-request's slot).
+    control(sb, "POST", "settings", {"service_time_ms": 300})
     out = {}
     t = threading.Thread(target=lambda: out.update(r=graph("POST", "/$batch", json={"requests": [
         {"id": str(i), "method": "GET", "url": _view_url(ANN)} for i in range(4)]})))

@@ -201,7 +201,7 @@ def test_control_api(sb, sf, people):
     assert sf.Event.get(eid)["CreatedDate"] == "2026-12-01T11:00:00.000+0000"
     assert http.post(f"{base}/settings", json={"shared_activities": False, "required_custom_field": "Region",
                                                "daily_api_limit": 50}).json() == {
-        "shared_activities": False, "required_custom_field": "Region__c", "daily_api_limit": 50}
+        "shared_activities": False, "required_custom_field": "Region__c", "daily_api_limit": 50, "latency_ms": 0}
     assert sf.Event.describe()["fields"][-1]["name"] != "EventWhoIds"
     armed = http.post(f"{base}/faults", json={"kind": "http_503", "count": 1, "route": "/query"}).json()
     assert armed["faults"][0]["kind"] == "http_503"
