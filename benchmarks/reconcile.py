@@ -36,9 +36,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transforms.normalise import normalise  # noqa: E402
-from transforms.reconcile import Settings, reconcile  # noqa: E402
-from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, INVITEE, PAIR_SCHEMA, USER_SCHEMA, conform  # noqa: E402
+from transforms.normalise import normalise
+from transforms.reconcile import Settings, reconcile
+from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, INVITEE, PAIR_SCHEMA, USER_SCHEMA, conform
 
 TODAY = date(2025, 6, 15)
 N_CONTACTS = 50_000
@@ -78,7 +78,7 @@ def generate(n_users: int, n_events: int, seed: int, scenario: Scenario = SCENAR
              ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """events, pairs, users, directory."""
     # the scenario's shares, for n_events a side instead of 200
-    PAIRED, SF_ONLY, KEY_TWINS = (round(v * n_events / 200) for v in (scenario.paired, scenario.sf_only, scenario.key_twins))  # noqa: N806
+    PAIRED, SF_ONLY, KEY_TWINS = (round(v * n_events / 200) for v in (scenario.paired, scenario.sf_only, scenario.key_twins))
     t0 = datetime.combine(TODAY - timedelta(days=25), datetime.min.time(), tzinfo=timezone.utc)
     grid = pl.DataFrame({"u": pl.int_range(0, n_users, eager=True)}).join(
         pl.DataFrame({"j": pl.int_range(0, n_events, eager=True)}), how="cross"

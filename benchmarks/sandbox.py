@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sandbox_exchange  # noqa: E402
-import sandbox_salesforce  # noqa: E402
+import sandbox_exchange
+import sandbox_salesforce
 
 
 def main() -> dict:

@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials, EWSDateTime, EWSTimeZone, Version  # noqa: E402
-from exchangelib.items import CalendarItem  # noqa: E402
-from exchangelib.protocol import FailFast, close_connections  # noqa: E402
-from exchangelib.version import EXCHANGE_2016  # noqa: E402
+from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials, EWSDateTime, EWSTimeZone, Version
+from exchangelib.items import CalendarItem
+from exchangelib.protocol import FailFast, close_connections
+from exchangelib.version import EXCHANGE_2016
 
-from sandbox.clock import Clock  # noqa: E402
-from sandbox.exchange import ExchangeSandbox  # noqa: E402
-from sandbox.faults import Faults  # noqa: E402
+from sandbox.clock import Clock
+from sandbox.exchange import ExchangeSandbox
+from sandbox.faults import Faults
 
 UTC = timezone.utc
 MAILBOX = "bench@example.com"

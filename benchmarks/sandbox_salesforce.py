@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simple_salesforce import Salesforce  # noqa: E402
+from simple_salesforce import Salesforce
 
-from sandbox.clock import Clock  # noqa: E402
-from sandbox.faults import Faults  # noqa: E402
-from sandbox.salesforce import SalesforceSandbox  # noqa: E402
+from sandbox.clock import Clock
+from sandbox.faults import Faults
+from sandbox.salesforce import SalesforceSandbox
 
 QUERY = (
     "SELECT Id, Subject, StartDateTime, EndDateTime, IsAllDayEvent, Description, IsPrivate, OwnerId, "

@@ -78,9 +78,9 @@ from exchangelib import errors as ews
 from exchangelib.items import (
     ALL_OCCURRENCES,
     ID_ONLY,
-    SAVE_ONLY,
     MOVE_TO_DELETED_ITEMS,
     NEVER_OVERWRITE,
+    SAVE_ONLY,
     SEND_TO_ALL_AND_SAVE_COPY,
     SEND_TO_CHANGED_AND_SAVE_COPY,
     SEND_TO_NONE,
@@ -91,6 +91,7 @@ from exchangelib.services import CreateItem, DeleteItem, GetItem, UpdateItem
 from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
 
+from connectors import exchange_fastparse
 from connectors.errors import FatalError, RetriableError, connection_problem
 from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox kind, re-exported
     ItemProblem,
@@ -102,7 +103,6 @@ from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox
     overlaps,
     rows_to_frame,
 )
-from connectors import exchange_fastparse
 
 exchange_fastparse.install()
 
@@ -424,7 +424,7 @@ def is_retriable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, ews.TransportError) and not isinstance(exc, (ews.SOAPError, ews.MalformedResponseError)):
         return True
-    import requests  # noqa: PLC0415 - only to classify connection errors
+    import requests  # only to classify connection errors
 
     return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
 
@@ -445,7 +445,7 @@ _NEGOTIATION_ERRORS = (
 
 def _per_item(service_cls: type) -> type:
     class PerItem(service_cls):  # type: ignore[valid-type, misc]
-        def _get_element_container(self, message, name=None):  # noqa: ANN001, ANN202
+        def _get_element_container(self, message, name=None):
             try:
                 return super()._get_element_container(message=message, name=name)
             except _NEGOTIATION_ERRORS:
@@ -502,12 +502,12 @@ def _local_name(tag: Any) -> str:
 def redact_xml(data: Any) -> str:
     """EWS XML with the details of every item not marked Normal/Personal redacted (see above). XML that does
     not parse (a cut-off reply) has those elements redacted in every item."""
-    from lxml import etree  # noqa: PLC0415 - exchangelib's own parser
+    from lxml import etree  # exchangelib's own parser
 
     text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
     try:
         root = etree.fromstring(text.encode("utf-8"), etree.XMLParser(resolve_entities=False, no_network=True))
-    except Exception:  # noqa: BLE001 - junk or cut off: redact by pattern, everything
+    except Exception:  # junk or cut off: redact by pattern, everything
         return _TAG_TEXT.sub(lambda m: m.group(1) + "[redacted]" + m.group(4), text)
     for item in root.iter():
         if _local_name(item.tag) not in _ITEM_TAGS:
@@ -535,7 +535,7 @@ def redact_text(text: str) -> str:
 def _redact_headers(headers: Any) -> Any:
     try:
         return {k: ("[redacted]" if str(k).lower() in _SECRET_HEADERS else v) for k, v in dict(headers).items()}
-    except Exception:  # noqa: BLE001
+    except Exception:
         return redact_text(str(headers))
 
 
@@ -556,7 +556,7 @@ class RedactingFilter(logging.Filter):
                 record.msg = redact_text(str(record.msg))
             else:
                 record.msg, record.args = redact_text(record.getMessage()), None
-        except Exception:  # noqa: BLE001 - never let an unchecked dump through
+        except Exception:  # never let an unchecked dump through
             record.msg, record.args = "[an exchangelib log record was dropped: it could not be redacted]", None
         return True
 
@@ -582,14 +582,14 @@ class BoundedRetry(FaultTolerance):
         super().__init__(max_wait=max_wait)
         self._waited = 0.0
 
-    def raise_response_errors(self, response):  # noqa: ANN001 - exchangelib's signature
+    def raise_response_errors(self, response):  # exchangelib's signature
         if response.status_code == 401:
             raise ews.UnauthorizedError(f"HTTP 401 from {response.url}")
         if response.status_code == 200:
             self._waited = 0.0
         return super().raise_response_errors(response)
 
-    def back_off(self, seconds):  # noqa: ANN001
+    def back_off(self, seconds):
         seconds = self.DEFAULT_BACKOFF if seconds is None else seconds
         if self._waited + seconds > self.max_wait:
             self._waited = 0.0
@@ -621,7 +621,7 @@ class CallCounter:
         self._count = 0
         self._last = threading.local()
 
-    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         request = response.request
         if request is not None and request.method == "POST" and request.url == self.url:
             with self._lock:
@@ -648,7 +648,7 @@ class _CountingProtocol(Protocol):
         self.counter = counter
         super().__init__(*args, **kwargs)
 
-    def create_session(self):  # noqa: ANN201 - exchangelib's signature
+    def create_session(self):  # exchangelib's signature
         session = super().create_session()
         session.hooks["response"].append(self.counter)
         session.hooks["response"].append(exchange_fastparse.mark_own)  # control characters kept, see there
@@ -667,7 +667,7 @@ def _install_owned_protocols() -> None:
     if getattr(original, "_calsync_owned", False):
         return
 
-    def _cache_key(config):  # noqa: ANN001, ANN202
+    def _cache_key(config):
         key = original(config)
         owner = getattr(config, _OWNER, None)
         return key if owner is None else (*key, owner)
@@ -879,7 +879,7 @@ class ExchangeConnector:
             found = rows()
         except (FatalError, RetriableError):
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:  # classified below
             self._raise_fatal_or_retriable(exc, mailbox)
             raise
         return MailboxRead(rows_to_frame(found), list(self.last_problems))
@@ -994,7 +994,7 @@ class ExchangeConnector:
             return [r["native_id"] for r in rows if r is not None and matches_key(r, subject, start, end, is_all_day)]
         except (FatalError, RetriableError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._raise_fatal_or_retriable(exc, mailbox)
             raise
 
@@ -1049,7 +1049,7 @@ class ExchangeConnector:
                                 ledger.fail_rest(f"fatal: {fatal}")
                                 fatal.outcomes = ledger.frame()  # type: ignore[attr-defined]
                                 raise
-                        except Exception as exc:  # noqa: BLE001 - whole-request failure, classified
+                        except Exception as exc:  # whole-request failure, classified
                             problem = self._connection_problem(exc)
                             junk = self._not_ews(exc)
                             if isinstance(problem, FatalError):  # a certificate: nothing more can be written

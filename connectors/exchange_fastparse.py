@@ -72,7 +72,7 @@ def restore_text(text: str | None) -> str | None:
 _OWN = "_calsync_keep_unparseable"
 
 
-def mark_own(response, *args, **kwargs) -> None:  # noqa: ANN001, ARG001 - a requests response hook
+def mark_own(response, *args, **kwargs) -> None:  # a requests response hook
     """Mark a reply to one of calsync's sessions: its unparseable characters are kept (``keep_unparseable``)."""
     setattr(response, _OWN, True)
 
@@ -81,14 +81,14 @@ class _ChunkedResponse:
     """A response whose ``iter_content`` yields large chunks (XML-safe for calsync's own sessions); everything else
     passes through."""
 
-    def __init__(self, response) -> None:  # noqa: ANN001 - a requests.Response
+    def __init__(self, response) -> None:  # a requests.Response
         self._response = response
 
-    def iter_content(self, chunk_size: int | None = None):  # noqa: ANN201, ARG002
+    def iter_content(self, chunk_size: int | None = None):
         chunks = self._response.iter_content(chunk_size=CHUNK)
         return keep_unparseable(chunks) if getattr(self._response, _OWN, False) else chunks
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._response, name)
 
 
@@ -98,7 +98,7 @@ def install() -> None:
         return
     original = EWSService._get_soap_parts.__func__
 
-    def _get_soap_parts(cls, response):  # noqa: ANN001, ANN202
+    def _get_soap_parts(cls, response):
         return original(cls, _ChunkedResponse(response))
 
     _get_soap_parts._calsync_chunked = True  # type: ignore[attr-defined]

@@ -122,7 +122,7 @@ def _zone(name: str) -> dt.tzinfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         pass
-    from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP  # noqa: PLC0415 - Windows zone names, rarely needed
+    from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP  # Windows zone names, rarely needed
 
     iana = MS_TIMEZONE_TO_IANA_MAP.get(name)
     if iana is None:
@@ -225,8 +225,8 @@ def event_to_row(event: Mapping[str, Any], *, user_key: str, mailbox: str) -> di
 
 def _html_text(html: str | None) -> str:
     """A plain-text view of an HTML body, for a server that ignored the text preference."""
-    import html as html_lib  # noqa: PLC0415
-    import re  # noqa: PLC0415
+    import html as html_lib
+    import re
 
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", html or "")
     return html_lib.unescape(re.sub(r"<[^>]+>", "", text))
@@ -382,7 +382,7 @@ class GraphHttp:
 
     # -- counting, slots ------------------------------------------------------------------------
 
-    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         if response.request is not None and str(response.request.url).startswith(self.base):
             with self._lock:
                 self._calls += 1
@@ -438,7 +438,7 @@ class GraphHttp:
     def _drop_token(self) -> None:
         try:
             self._app.remove_tokens_for_client()
-        except Exception:  # noqa: BLE001 - an empty cache is fine
+        except Exception:  # an empty cache is fine
             pass
 
     # -- requests ---------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ def _batches(items: Sequence[Any], size: int = BATCH_MAX) -> Iterable[Sequence[A
 def _certificate_credential(pem: str) -> dict:
     """msal's certificate credential from one PEM holding the private key and the certificate: msal computes
     the SHA-256 thumbprint (``x5t#S256``) from the certificate."""
-    import re  # noqa: PLC0415
+    import re
 
     key = re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", pem, re.S)
     cert = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
@@ -590,7 +590,7 @@ class GraphConnector:
         batch_size: int = BATCH_MAX,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        import msal  # noqa: PLC0415 - only where Graph mailboxes are configured
+        import msal  # only where Graph mailboxes are configured
 
         if (certificate_pem is None) == (client_secret is None):
             raise FatalError("the Graph connector needs a certificate or a client secret (exactly one)")

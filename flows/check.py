@@ -66,7 +66,7 @@ def run_checks(config: Path, verbose: bool = False, out=None) -> int:
 def _attempt(report: Callable[[Check], Check], name: str, fn: Callable[[], str]) -> bool:
     try:
         detail = fn()
-    except Exception as exc:  # noqa: BLE001 - each check reports its own failure and the others go on
+    except Exception as exc:  # each check reports its own failure and the others go on
         report(Check(name, False, _error_text(exc)))
         return False
     report(Check(name, True, detail))
@@ -103,7 +103,7 @@ def _salesforce_checks(cfg, report) -> None:
         report(Check("salesforce Event", True, f"no required custom fields; {shared}"))
     try:
         ids = state["sf"].user_ids([u.email for u in cfg.enabled_users])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         for u in cfg.enabled_users:
             report(Check(f"user {u.email}: Salesforce", False, _error_text(exc)))
         return
@@ -125,7 +125,7 @@ def _mailbox_checks(cfg, report) -> None:
     for kind in sorted({u.mailbox_kind for u in users}):
         try:
             connectors.update(pipeline.mailbox_connectors(cfg, {kind}))
-        except Exception as exc:  # noqa: BLE001 - that kind's sign-in fails; the others are still checked
+        except Exception as exc:  # that kind's sign-in fails; the others are still checked
             broken[kind] = exc
     mail = Mailboxes(connectors, {u.mailbox: u.mailbox_kind for u in users if u.mailbox_kind in connectors})
     now = datetime.now(timezone.utc)

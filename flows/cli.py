@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(exc).split())
         print(f"calsync: {where}{type(exc).__name__}: {text}{_advice(exc)}{_see_log()}", file=sys.stderr)
         return EXIT_FATAL
-    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in the log file
+    except Exception as exc:  # a bug: one line here, the traceback in the log file
         if getattr(args, "verbose", False):
             raise
         import logging

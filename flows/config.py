@@ -277,7 +277,7 @@ def _secret(section: dict, name: str, where: str, env: dict[str, str], required:
             from prefect.blocks.system import Secret as SecretBlock
 
             value = SecretBlock.load(block).get()
-        except Exception as exc:  # noqa: BLE001 - any failure to load is a config problem
+        except Exception as exc:  # any failure to load is a config problem
             raise ConfigError(
                 f"[{where}] {name}_block: cannot load the Prefect Secret block {block!r}"
                 f" ({type(exc).__name__}); create it with `prefect block create secret` or fix the name"

@@ -83,7 +83,7 @@ def _configured_api_url() -> str | None:
         from prefect.settings import PREFECT_API_URL
 
         value = PREFECT_API_URL.value()
-    except Exception:  # noqa: BLE001 - no usable profile means no configured URL
+    except Exception:  # no usable profile means no configured URL
         value = None
     return str(value).rstrip("/") if value else None
 
@@ -120,7 +120,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the session alone must do
+    except Exception:  # not Linux: the session alone must do
         pass
 
 
@@ -146,7 +146,7 @@ class LocalServer:
             # What Prefect itself runs for its temporary ("ephemeral") server: the API app under uvicorn with
             # the services an ephemeral server runs (task run recorder, event triggers), without the UI.
             # Spawned by calsync, the calsync process never imports the server (about 5 s on 2 cores).
-            import prefect  # noqa: PLC0415 - cheap: the client is imported anyway
+            import prefect  # cheap: the client is imported anyway
 
             return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
                     "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
@@ -163,7 +163,7 @@ class LocalServer:
             env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
         if self.ui is not None:
             env["PREFECT_UI_ENABLED"] = "true" if self.ui else "false"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        log = open(self.log_path, "ab")  # the child keeps writing to it
         try:
             self.proc = subprocess.Popen(
                 self._command(), env=env, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,

@@ -81,7 +81,7 @@ def send(settings, subject: str, body: str) -> bool:
         return False
     try:
         _block(settings).notify(body=body, subject=subject)
-    except Exception as exc:  # noqa: BLE001 - reported, never raised
+    except Exception as exc:  # reported, never raised
         # str(exc) of an HTTP error names the URL, which is a secret: the type is enough to act on.
         log.warning("could not send the notification through %s (%s); check [notify] in the config",
                     settings.describe(), type(exc).__name__)
@@ -90,7 +90,7 @@ def send(settings, subject: str, body: str) -> bool:
     return True
 
 
-def state_hook(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect's hook signature
+def state_hook(flow, flow_run, state) -> None:  # Prefect's hook signature
     """Prefect flow-run state hook: notify when the run failed, crashed, or refused or could not read a user."""
     try:
         from flows.config import load_config
@@ -100,7 +100,7 @@ def state_hook(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect's hook 
             return
         try:
             data = state.result(raise_on_failure=False)
-        except Exception as exc:  # noqa: BLE001 - a crashed run may have no result
+        except Exception as exc:  # a crashed run may have no result
             data = exc
         if isinstance(data, dict) and data.get("status") == "skipped":
             message = None  # the designed outcome: the next run picks it up
@@ -112,5 +112,5 @@ def state_hook(flow, flow_run, state) -> None:  # noqa: ARG001 - Prefect's hook 
             message = for_error(state.message or state.name)
         if message is not None:
             send(cfg.notify, *message)
-    except Exception as exc:  # noqa: BLE001 - a hook must never fail
+    except Exception as exc:  # a hook must never fail
         log.warning("calsync notification hook failed (%s: %s)", type(exc).__name__, exc)

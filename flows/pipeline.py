@@ -60,7 +60,7 @@ def _salesforce(cfg: Config) -> tuple[SalesforceConnector, list[int]]:
     session.verify = str(s.ca_file) if s.ca_file else True
     calls = [0]
 
-    def count(response, *args, **kwargs):  # noqa: ARG001 - requests hook signature
+    def count(response, *args, **kwargs):  # requests hook signature
         calls[0] += 1
 
     session.hooks["response"].append(count)
@@ -104,7 +104,7 @@ def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, 
 
 
 def _graph_connector(cfg: Config, zones: dict[str, str]) -> MailboxConnector:
-    from connectors.graph import GraphConnector  # noqa: PLC0415 - msal only where Graph is used
+    from connectors.graph import GraphConnector  # msal only where Graph is used
 
     g = cfg.graph
     domains = g.internal_domains or tuple(sorted(
@@ -420,7 +420,7 @@ def retention(cfg: Config, store: Store, now: datetime | None = None) -> dict | 
         log.info("retention: thinned the snapshots of %d runs older than %d days (%s event rows dropped)",
                  counts["runs"], cfg.retention_days, counts["event_snapshots"])
         return counts
-    except Exception as exc:  # noqa: BLE001 - housekeeping must not fail a sync
+    except Exception as exc:  # housekeeping must not fail a sync
         log.warning("retention: could not prune old snapshots (%s: %s); `calsync prune` retries",
                     type(exc).__name__, exc)
         return None

@@ -65,9 +65,9 @@ def begin() -> Api:
     """Find the API to use, spawning a temporary server (without waiting for it) when there is none. A
     temporary server serves every flow of the process; the other choices are made afresh each call."""
     global _api
-    import sys  # noqa: PLC0415
+    import sys
 
-    from flows import deploy  # noqa: PLC0415 - no Prefect import
+    from flows import deploy  # no Prefect import
 
     url = os.environ.get("PREFECT_API_URL")
     if url:
@@ -94,7 +94,7 @@ def begin() -> Api:
 
 def ready() -> Api:
     """The chosen API once it answers; ``PrefectUnavailable`` (one line) when it does not."""
-    from flows import deploy  # noqa: PLC0415
+    from flows import deploy
 
     api = begin()
     if api.server is None:
@@ -123,7 +123,7 @@ def _preload() -> None:
                  "prefect.states", "pyarrow", "connectors.store_views"):
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - only an optimisation
+        except Exception:  # only an optimisation
             pass
 
 
@@ -138,8 +138,7 @@ def _forget() -> None:
 @contextmanager
 def connected() -> Iterator[Api]:
     """Run the block (a flow call) against the chosen API."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-    from prefect.settings import temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     api = ready()
     with temporary_settings(updates={PREFECT_API_URL: api.url,

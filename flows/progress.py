@@ -59,5 +59,5 @@ def _prefect_log(stage: str, done: int, total: int) -> None:
 
         if FlowRunContext.get() is not None:
             get_run_logger().info("%s: %d/%d", stage, done, total)
-    except Exception:  # noqa: BLE001 - progress must never break a run
+    except Exception:  # progress must never break a run
         pass

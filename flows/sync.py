@@ -16,7 +16,6 @@ import dataclasses
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -29,12 +28,12 @@ from flows.runs import recorded_run
 from flows.summary import headline, render_markdown, verdict
 
 
-def _retriable(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+def _retriable(task, task_run, state) -> bool:  # Prefect's signature
     try:
         state.result()
     except RetriableError:
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return False
 
@@ -141,7 +140,7 @@ def _publish(summary: dict) -> None:
 
         create_markdown_artifact(markdown=render_markdown(summary), key="calsync-summary",
                                  description=f"calsync run {summary['run_id']}")
-    except Exception:  # noqa: BLE001 - a summary artifact must never fail the run
+    except Exception:  # a summary artifact must never fail the run
         get_run_logger().warning("could not publish the summary artifact")
 
 
@@ -154,5 +153,5 @@ def _publish_failure(exc: BaseException) -> None:
         run_id = getattr(exc, "run_id", None) or "?"
         create_markdown_artifact(markdown=f"# {subject}\n\n{body}\n", key="calsync-summary",
                                  description=f"calsync run {run_id}")
-    except Exception:  # noqa: BLE001
+    except Exception:
         get_run_logger().warning("could not publish the failure artifact")

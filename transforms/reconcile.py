@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 from datetime import date, timedelta
+from typing import Callable
 
 import polars as pl
 
@@ -541,7 +541,6 @@ def reconcile(
     with ThreadPoolExecutor(max_workers=2) as ex:  # the two sides are independent (errors re-raise in order)
         found = list(ex.map(lambda q, t, x, w: _lookup_rid(q, t, h2, x, w), queries, (ev_sf, ev_em),
                             (exact(SF, "sf_id"), exact(EM, "email_id")), what))
-    del h2
     # aligned with the active pairs (a side without an id has no rid)
     rids = [f if q.height == ap.height else
             pl.repeat(None, ap.height, dtype=pl.UInt32, eager=True).scatter(ap[c].is_not_null().arg_true(), f)

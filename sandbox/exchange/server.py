@@ -146,7 +146,7 @@ class ExchangeSandbox(httpbase.Latency):
             return None
         try:
             user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
         account = self.account_for(user)
         expected = self.password_of(account)
@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "Microsoft-IIS/10.0"
     sys_version = ""
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args) -> None:  # quiet
         pass
 
     @property
@@ -202,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # routes ---------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.lower() == EWS_PATH:
             self.app.pause()
@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": f"no route GET {path}"})
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         self._read_body()
         if path == "/_sandbox/faults":
@@ -237,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": f"no route DELETE {path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         body = self._read_body()
         if path.lower() == EWS_PATH:

@@ -11,10 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from html.parser import HTMLParser
-from typing import Callable, Iterable
+from typing import Callable
 from xml.sax.saxutils import escape
-
-from lxml import etree
 
 from . import soap
 from . import tz as tzmod
@@ -30,7 +28,6 @@ from .store import (
     SoapFault,
     fmt_dt,
     stored_body,
-    to_utc,
 )
 
 UTC = timezone.utc
@@ -364,7 +361,7 @@ def _first_last(org: Org, item, tag: str) -> str | None:
     if item.recurrence.occurrences is None and item.recurrence.end_date is None:
         return None
     last = None
-    for last in org.expand(item, until=far):
+    for last in org.expand(item, until=far):  # noqa: B007 - run to the end: the last occurrence is the one wanted
         pass
     return _occ_info(tag, last) if last else None
 
@@ -1001,7 +998,6 @@ _READ_ONLY_URIS = {"calendar:Organizer", "calendar:MyResponseType", "calendar:Is
 
 
 def update_item(ctx: Context, req) -> list[str]:
-    org = ctx.org
     conflict = req.get("ConflictResolution", "AutoResolve")
     if conflict not in CONFLICT_MODES:
         raise SoapFault("ErrorSchemaValidation", f"Invalid ConflictResolution value {conflict!r}.")

@@ -112,7 +112,7 @@ def _b64(text: str) -> str:
 def _unb64(token: str) -> str | None:
     try:
         return base64.b64decode(token.encode("ascii"), validate=True).decode("utf-8")
-    except Exception:  # noqa: BLE001 - any malformed id is simply unknown
+    except Exception:  # any malformed id is simply unknown
         return None
 
 

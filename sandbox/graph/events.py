@@ -113,7 +113,7 @@ def zone_for(name: str | None):
         return tzmod.tzinfo_for(ms)
     try:
         return ZoneInfo(name)
-    except Exception:  # noqa: BLE001 - unknown zone names are simply unknown
+    except Exception:  # unknown zone names are simply unknown
         return None
 
 

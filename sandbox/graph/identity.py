@@ -258,7 +258,7 @@ class Identity:
         def raw(value: str) -> bytes:  # base64url, padded or not (msal pads)
             try:
                 return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return b""
 
         if (x5t and raw(x5t).hex().upper() != self.certificate_thumbprint) or (

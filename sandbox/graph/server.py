@@ -39,7 +39,7 @@ class _JsonHandler(BaseHTTPRequestHandler):
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args) -> None:  # quiet
         pass
 
     @property
@@ -77,7 +77,7 @@ class LoginHandler(_JsonHandler):
     """GET /{tenant}/v2.0/.well-known/openid-configuration, GET /{tenant}/discovery/v2.0/keys,
     POST /{tenant}/oauth2/v2.0/token."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         app, ident = self.app, self.app.identity
         self._read_body()
         app.pause()
@@ -94,7 +94,7 @@ class LoginHandler(_JsonHandler):
         else:
             self._json(404, {"error": "not_found", "error_description": f"No route GET {self.path} (sandbox)."})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         app, ident = self.app, self.app.identity
         raw = self._read_body()
         app.pause()
@@ -109,7 +109,7 @@ class LoginHandler(_JsonHandler):
             try:
                 user, _, pw = base64.b64decode(auth[6:].strip()).decode().partition(":")
                 basic = (unquote(user), unquote(pw))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 basic = None
         # The assertion's audience is the token endpoint the discovery document names (tenant id), or the one the
         # client posted to (a tenant named by its domain).
@@ -125,19 +125,19 @@ class LoginHandler(_JsonHandler):
 
 # ====================================================================== graph.microsoft.com
 class GraphHandler(_JsonHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._handle("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._handle("PATCH")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._handle("DELETE")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._handle("PUT")
 
     def _handle(self, method: str) -> None:
@@ -407,7 +407,7 @@ class Gateway:
             if isinstance(body, str):  # a base64 body (e.g. an image): not meaningful for events
                 try:
                     body = json.loads(base64.b64decode(body))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     body = None
             subs.append((rid, [str(d) for d in depends],
                          Request(str(r["method"]).upper(), path, dict(parse_qsl(qs, keep_blank_values=True)),

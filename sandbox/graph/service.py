@@ -267,7 +267,7 @@ class Service:
             try:
                 token = json.loads(base64.urlsafe_b64decode(skiptoken + "=" * (-len(skiptoken) % 4)))
                 offset = int(token["o"])
-            except Exception:  # noqa: BLE001
+            except Exception:
                 raise GraphError(400, "BadRequest", "The $skiptoken is not valid.")  # sandbox wording
         else:
             skip = self._q(req, "$skip")

@@ -75,7 +75,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "SFDC"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep the sandbox quiet
+    def log_message(self, format: str, *args: Any) -> None:  # keep the sandbox quiet
         pass
 
     def do_GET(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from connectors.errors import FatalError, RetriableError
 from connectors.exchange import ExchangeConnector
-from connectors.mailbox import MailboxRead, Mailboxes
+from connectors.mailbox import Mailboxes, MailboxRead
 from connectors.salesforce import SalesforceConnector
 from sandbox import Sandbox
 from transforms.schema import DELTA_SCHEMA, conform

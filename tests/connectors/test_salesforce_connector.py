@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
+import requests
 
 from connectors.salesforce_records import (
     OrgInfo,
@@ -24,8 +25,6 @@ from connectors.salesforce_records import (
     timing_fields,
     window_soql,
 )
-import requests
-
 from transforms.schema import EVENT_SCHEMA
 
 UTC = timezone.utc

@@ -10,7 +10,14 @@ import pytest
 
 from connectors.store import SCHEMA_VERSION, Store
 from transforms.schema import (
-    DERIVED_SCHEMA, DIRECTORY_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, PAIR_SCHEMA, USER_SCHEMA, conform, empty,
+    DERIVED_SCHEMA,
+    DIRECTORY_SCHEMA,
+    EVENT_SCHEMA,
+    OUTCOME_SCHEMA,
+    PAIR_SCHEMA,
+    USER_SCHEMA,
+    conform,
+    empty,
 )
 
 T0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
@@ -125,7 +132,8 @@ def test_outcomes_and_pairs_commit_together(tmp_path):
 def test_second_writer_gets_a_clear_message(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path):
-        import subprocess, sys
+        import subprocess
+        import sys
         code = ("import sys; sys.path.insert(0, '.'); from connectors.store import Store, StoreError\n"
                 f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -234,7 +234,7 @@ class GraphPerson(Person):
         r = session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code in (200, 201, 204), r.text
 
-    def edit(self, item_id: str, send: bool = False, **changes) -> None:  # noqa: ARG002 - Graph always sends
+    def edit(self, item_id: str, send: bool = False, **changes) -> None:  # Graph always sends
         body: dict = {}
         for name, value in changes.items():
             if name in ("start", "end"):

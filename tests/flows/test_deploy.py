@@ -42,7 +42,7 @@ class Procs:
         self.procs: list[subprocess.Popen] = []
 
     def spawn(self, *args: str, name: str) -> subprocess.Popen:
-        out = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        out = open(self.tmp / f"{name}.log", "wb")
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()

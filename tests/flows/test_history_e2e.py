@@ -12,7 +12,7 @@ import pytest
 
 from flows.cli import main
 from flows.config import load_config
-from flows.history import prune, show_failures, show_history
+from flows.history import prune, show_history
 from flows.replay import NotReplayable, replay
 from tests.flows.conftest import ALICE_, BOB_, at
 

@@ -3,7 +3,9 @@ in one run; and a mailbox that moves from one kind to the other."""
 
 from __future__ import annotations
 
-from tests.flows.conftest import at, one as _one, sf_with as _sf, user_block
+from tests.flows.conftest import at, user_block
+from tests.flows.conftest import one as _one
+from tests.flows.conftest import sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 CAROL = "carol@customer.example"

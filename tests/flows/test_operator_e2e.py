@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from connectors.store import Store
 from flows.cli import main
 from flows.replay import NotReplayable, replay
 from tests.flows.conftest import ALICE_, BOB_, at, user_block

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+
 import pytest
 
 from flows.config import load_config
 from flows.push import EventNotFound, add_commands, push
-from tests.flows.conftest import at, user_block, mail_with as _mail, sf_with as _sf
+from tests.flows.conftest import at, user_block
+from tests.flows.conftest import mail_with as _mail
+from tests.flows.conftest import sf_with as _sf
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 CAROL = "carol@customer.example"

@@ -12,7 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.flows.conftest import MAILBOX_KINDS, at, user_block, one as _one, mail_with as _mail, sf_with as _sf
+from tests.flows.conftest import MAILBOX_KINDS, at, user_block
+from tests.flows.conftest import mail_with as _mail
+from tests.flows.conftest import one as _one
+from tests.flows.conftest import sf_with as _sf
 
 # Every rule holds for mailboxes on Exchange Server (EWS) and on Exchange Online (Microsoft Graph) alike.
 pytestmark = pytest.mark.parametrize("mailbox_kind", MAILBOX_KINDS, indirect=True)
@@ -564,7 +567,7 @@ def test_all_day_same_dates_any_time_zone(world):
     assert world.sync()["totals"]["deltas"] == 0
 
 
-def TODAY_PLUS(n: int) -> date:  # noqa: N802 - reads like a constant in the tests
+def TODAY_PLUS(n: int) -> date:  # reads like a constant in the tests
     return at(n).date()
 
 

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import polars as pl
 
-from tests.flows.conftest import at, mail_with as _mail, one as _one
+from tests.flows.conftest import at
+from tests.flows.conftest import mail_with as _mail
+from tests.flows.conftest import one as _one
 from transforms.normalise import _legacy_content_hash
 
 ALICE = "alice@example.com"

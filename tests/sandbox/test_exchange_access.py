@@ -12,7 +12,7 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 
-from .conftest_exchange import ANN, ANN_PASSWORD, BOB, DELEGATE, UTC, connect, _ex_server, ex, raw_soap  # noqa: F401
+from .conftest_exchange import ANN, ANN_PASSWORD, BOB, DELEGATE, UTC, _ex_server, connect, ex, raw_soap  # noqa: F401
 
 
 def test_service_account_impersonates_and_reads_calendar_folder(ex, connect):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from exchangelib import EWSDate, EWSDateTime, EWSTimeZone
 from exchangelib.items import CalendarItem
 from lxml import etree
 
-from .conftest_exchange import ANN, BOB, CAROL, NOW, UTC, connect, _ex_server, ex, raw_soap  # noqa: F401
+from .conftest_exchange import ANN, BOB, CAROL, NOW, UTC, _ex_server, connect, ex, raw_soap  # noqa: F401
 
 TZ = EWSTimeZone("UTC")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .conftest_exchange import ANN, ANN_PASSWORD, connect, _ex_server, ex, raw_soap  # noqa: F401
+from .conftest_exchange import ANN, ANN_PASSWORD, _ex_server, connect, ex, raw_soap  # noqa: F401
 
 # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem-operation-calendar-item
 # ("CreateItem (Calendar Item) Request Example", body only)

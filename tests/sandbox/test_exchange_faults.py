@@ -10,7 +10,7 @@ from exchangelib.errors import ErrorServerBusy, TransportError
 from exchangelib.items import CalendarItem
 from lxml import etree
 
-from .conftest_exchange import ANN, BOB, UTC, connect, control, _ex_server, ex, raw_soap  # noqa: F401
+from .conftest_exchange import ANN, BOB, UTC, _ex_server, connect, control, ex, raw_soap  # noqa: F401
 
 TZ = EWSTimeZone("UTC")
 

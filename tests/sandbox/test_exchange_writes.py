@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 from exchangelib import Attendee, EWSDateTime, EWSTimeZone, Mailbox

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from exchangelib.errors import ErrorNonExistentMailbox
 
-from .conftest_graph import (ANN, BOB, CAROL, SCOPE, Graph, _sb, control, error_of, ews_account, graph,  # noqa: F401
-                             msal_app, new_session, sb)
+from .conftest_graph import ANN, BOB, CAROL, SCOPE, Graph, _sb, control, error_of, ews_account, graph, msal_app, new_session, sb  # noqa: F401
 
 
 def _other_certificate() -> tuple[str, str, str]:

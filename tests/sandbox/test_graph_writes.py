@@ -3,8 +3,6 @@ and delivery across the hybrid organisation (Graph <-> EWS, one UID)."""
 
 from __future__ import annotations
 
-
-
 from exchangelib import CalendarItem, EWSDateTime, EWSTimeZone
 from exchangelib.properties import Attendee, Mailbox
 

@@ -86,7 +86,7 @@ def test_where_boolean_logic_comparisons_in_like_null(sf, sb, people):
     assert ids("(Subject = 'Gamma' OR Subject LIKE 'Alpha%') AND NOT StartDateTime > 2026-11-24T12:00:00Z") == {a}
     assert ids("IsAllDayEvent = false AND IsPrivate = FALSE AND IsChild = false") == {a, b, c}
     assert ids("DurationInMinutes > 30") == {a, b, c}
-    assert ids(f"Who.Email = 'DAN@customer.com' AND Owner.Email LIKE 'bob%'") == {c}
+    assert ids("Who.Email = 'DAN@customer.com' AND Owner.Email LIKE 'bob%'") == {c}
 
 
 def test_mixing_and_or_without_parentheses_is_malformed(sf, sb):

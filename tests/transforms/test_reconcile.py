@@ -1,12 +1,25 @@
 """One test per sync rule (DESIGN.md R*/C*), on small hand-written frames."""
 
-from datetime import date
 
 import polars as pl
 import pytest
 
 from tests.transforms.builders import (
-    ANN, BOB, World, directory, em, events, inv, notes, ops, pairs_for, run, sf, user, users, utc,
+    ANN,
+    BOB,
+    World,
+    directory,
+    em,
+    events,
+    inv,
+    notes,
+    ops,
+    pairs_for,
+    run,
+    sf,
+    user,
+    users,
+    utc,
 )
 from transforms.reconcile import Settings
 
@@ -424,9 +437,8 @@ def test_generated_ids_are_fixed_width_hex_pinned_and_checked_for_collisions():
     recomputed in another process, so a polars upgrade that changed them must show up here."""
     import pytest
 
-    from transforms.reconcile import _check_unique_ids, _hash_id_column
-
     from transforms.digest import hex64
+    from transforms.reconcile import _check_unique_ids, _hash_id_column
 
     df = pl.DataFrame({"user_key": ["a@x.example"] * 3, "sf_id": ["00U1", None, ""], "email_id": ["E1"] * 3})
     assert _hash_id_column(df, ["user_key", "sf_id", "email_id"], "pair").to_list() == [

@@ -1,6 +1,6 @@
 from datetime import date, datetime, timezone
 
-from tests.transforms.builders import TODAY, em, events, run, sf, user, users, utc
+from tests.transforms.builders import TODAY, events, run, sf, user, users, utc
 from transforms.window import window_bounds
 
 
