@@ -163,7 +163,7 @@ def test_concurrent_requests_overlap_their_latency(sb, server):
         barrier.wait()
         try:
             took.append(_timed(call))
-        except BaseException as exc:
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(c,)) for c in calls]
