@@ -124,7 +124,7 @@ _TABLES: dict[str, str] = {
     # the last read of each mailbox: which run's snapshot holds its rows, read through which kind and in which
     # row format, and when it was last read in full (incremental reads take unchanged items from that snapshot)
     "mailbox_reads": "mailbox VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, run_id VARCHAR NOT NULL,"
-                     " format INTEGER NOT NULL, read_at TIMESTAMPTZ NOT NULL, full_at TIMESTAMPTZ NOT NULL",
+                     " format VARCHAR NOT NULL, read_at TIMESTAMPTZ NOT NULL, full_at TIMESTAMPTZ NOT NULL",
     # the users a run was for (written when it starts, so a run that fails before reading anything still
     # counts for them in v_user_status)
     "run_users": "run_id VARCHAR NOT NULL, user_key VARCHAR NOT NULL, mailbox VARCHAR, mailbox_kind VARCHAR",
@@ -483,11 +483,11 @@ class Store:
         with self.transaction():
             self._write_pairs(new_pairs)
 
-    def known_rows(self, kinds: dict[str, str], fmt: int, full_since: datetime) -> tuple[pl.DataFrame, set[str]]:
+    def known_rows(self, kinds: dict[str, str], fmt: str, full_since: datetime) -> tuple[pl.DataFrame, set[str]]:
         """For incremental reads (``kinds``: mailbox -> the kind it is read through now): the mailboxes whose last
         read can be trusted (read through that kind, in row format ``fmt``, and read in full at or after
-        ``full_since``), and the rows their last read's snapshot kept. Private events never: their snapshots
-        keep no details (R9), so they are always read again."""
+        ``full_since``), and the rows their last read's snapshot kept, with their stored digests (a private
+        event's row keeps no subject, description or invitees, R9: its digests are all the sync needs of it)."""
         if not kinds:
             return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
         want = pl.DataFrame({"mailbox": list(kinds), "kind": list(kinds.values())})
@@ -499,7 +499,7 @@ class Store:
             if not trusted:
                 return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
             rows = self._snapshot_events(
-                "s.side = 'email' AND NOT coalesce(s.is_private, false) AND EXISTS (SELECT 1 FROM mailbox_reads m"
+                "s.side = 'email' AND EXISTS (SELECT 1 FROM mailbox_reads m"
                 " JOIN _want w ON w.mailbox = m.mailbox AND w.kind = m.kind WHERE m.mailbox = s.mailbox"
                 " AND m.run_id = s.run_id AND m.format = ? AND m.full_at >= ?)",
                 [fmt, full_since],

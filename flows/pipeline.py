@@ -23,6 +23,7 @@ from flows.config import Config
 from transforms.normalise import normalise, translate_legacy_hashes
 from transforms.reconcile import ReconcileResult, Settings, apply_outcomes, reconcile
 from transforms.schema import (
+    DERIVED_SCHEMA,
     DIRECTORY_SCHEMA,
     EVENT_SCHEMA,
     NOTE_SCHEMA,
@@ -34,12 +35,19 @@ from transforms.schema import (
 from transforms.window import window_bounds
 
 Progress = Callable[[str, int, int], None]
+# extracted rows: the canonical frame, plus the digests of private rows reused from a snapshot
+ROW_SCHEMA = EVENT_SCHEMA | DERIVED_SCHEMA
 log = logging.getLogger("calsync")
 
 # Incremental reads (docs/scale.md): the version of how connectors shape a mailbox row. Bump it whenever a
 # connector changes what it puts in a row (a field added, a value shaped differently): rows a run kept in an
-# older format are not reused, so every mailbox's next read is a full one.
+# older format are not reused, so every mailbox's next read is a full one. The polars version is part of it:
+# reused private rows bring their stored digests, whose values change with it.
 ROW_FORMAT = 1
+
+
+def row_format() -> str:
+    return f"{ROW_FORMAT}/polars {pl.__version__}"
 # The safety net: each mailbox is read in full at least this often, whatever its change keys say.
 FULL_READ_EVERY = timedelta(hours=24)
 
@@ -232,14 +240,15 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
     kinds = {m: k for m in users["mailbox"].to_list() if (k := conns.mail.kind_of(m))}
-    known, trusted = (empty(EVENT_SCHEMA), set()) if full_read else store.known_rows(
-        kinds, ROW_FORMAT, (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
+    known, trusted = (empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()) if full_read else store.known_rows(
+        kinds, row_format(), (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
     # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
     known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
     email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
         conns.mail, users, mine, w_start, w_end, progress, known, trusted)
     notes.extend(email_notes)
-    events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
+    # (the digests reused private rows brought along; null elsewhere: normalise computes them)
+    events = pl.concat([conform(sf_events, ROW_SCHEMA), conform(email_events, ROW_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
     # whose email item could not be read is held: neither counts as a deletion.
     held = mine.filter(pl.col("email_id").is_in(list(unreadable)) | pl.col("user_key").is_in(list(failed_users)))
@@ -269,13 +278,15 @@ def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: d
     or are among ``confirm`` (still in the calendar, outside the window)."""
     versions = dict(zip(known["native_id"].to_list(), known["version"].to_list())) if known is not None else None
     got = mail.read(user_key, mailbox, w_start, w_end, known=versions)
-    frames = [conform(got.events, EVENT_SCHEMA)]
+    frames = [conform(got.events, ROW_SCHEMA)]
     if got.unchanged:
-        reused = known.filter(pl.col("native_id").is_in(got.unchanged))
-        wanted = set(confirm)
-        frames.append(conform(reused.filter(
-            ((pl.col("start") < w_end) & (pl.col("end") > w_start)) | pl.col("native_id").is_in(wanted)
-        ), EVENT_SCHEMA))
+        reused = known.filter(pl.col("native_id").is_in(got.unchanged)
+                              & (((pl.col("start") < w_end) & (pl.col("end") > w_start))
+                                 | pl.col("native_id").is_in(list(confirm))))
+        # a private row keeps no details (R9): only its stored digests describe it; others are hashed afresh
+        private = pl.col("is_private").fill_null(False)
+        frames.append(conform(reused, ROW_SCHEMA).with_columns(
+            pl.when(private).then(pl.col(c)).otherwise(None).alias(c) for c in DERIVED_SCHEMA))
     events = pl.concat(frames)
     seen = set(events["native_id"].to_list())
     more = mail.confirm(user_key, mailbox, [i for i in dict.fromkeys(confirm) if i not in seen])
@@ -284,7 +295,7 @@ def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: d
         if native_id:
             unreadable.add(native_id)
         notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
-    return pl.concat([events, conform(more.events, EVENT_SCHEMA)]), notes, unreadable
+    return pl.concat([events, conform(more.events, ROW_SCHEMA)]), notes, unreadable
 
 
 def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
@@ -321,7 +332,7 @@ def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.Da
         progress("read mailboxes", users.height, users.height)
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
-    events = pl.concat(frames) if frames else empty(EVENT_SCHEMA)
+    events = pl.concat(frames) if frames else empty(ROW_SCHEMA)
     return events, notes, failed, unreadable
 
 
@@ -353,7 +364,7 @@ def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
     ex.pairs = with_translated_hashes(store, events, ex.pairs)
     store.write_snapshot(run_id, events, ex.pairs, ex.users, ex.directory)
     if ex.reads:
-        store.record_mailbox_reads(run_id, ex.reads, ROW_FORMAT)
+        store.record_mailbox_reads(run_id, ex.reads, row_format())
     return events
 
 
