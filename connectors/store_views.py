@@ -56,9 +56,9 @@ VIEWS: dict[str, str] = {
     """,
     # The live pairs with what each side looked like the last time it was read.
     "v_pairs": """
-        WITH latest AS (
-            SELECT * FROM event_snapshots
-            QUALIFY row_number() OVER (PARTITION BY side, native_id ORDER BY run_id DESC) = 1
+        WITH latest AS (  -- by the run's start: run ids of runs in one second do not sort by time
+            SELECT s.* FROM event_snapshots s JOIN runs r USING (run_id)
+            QUALIFY row_number() OVER (PARTITION BY s.side, s.native_id ORDER BY r.started_at DESC, s.run_id DESC) = 1
         )
         SELECT p.pair_id, p.user_key, p.mailbox, p.sf_id, p.email_id, p.private_origin, p.linked,
                p.created_run, p.last_run, s.subject AS sf_subject, s.start AS sf_start,

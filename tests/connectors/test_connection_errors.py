@@ -138,7 +138,7 @@ class _Broken:
     kind = "ews"
     api_calls = 0
 
-    def read(self, user_key, mailbox, window_start, window_end) -> MailboxRead:
+    def read(self, user_key, mailbox, window_start, window_end, known=None) -> MailboxRead:
         raise KeyError("ChangeKey")
 
     def close(self) -> None:

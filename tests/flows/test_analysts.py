@@ -56,7 +56,7 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
         assert all(c[0] and c[0] > 0 for c in calls)
         calls = store.con.execute("SELECT sf_api_calls, ews_api_calls FROM v_api_calls").fetchall()
         assert len(calls) == 2 and all(sf and sf > 0 and ews and ews > 0 for sf, ews in calls)
-        second = store.one("SELECT max(run_id) FROM runs")[0]
+        second = store.one("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0]
         assert store.con.execute("SELECT user_key, op, fixed_how, fixed_by_run FROM v_failures").fetchall() == [
             (BOB, "create", "later run", second)]
         assert store.con.execute("SELECT user_key, last_outcome, pending_failed_deltas FROM v_user_status"
@@ -66,6 +66,6 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
     out = tmp_path / "export"
     assert show_history(world.tmp / "calsync.duckdb", out=out, fmt="parquet") == 0
     assert (out / "runs.parquet").exists()
-    run_id = world.query("SELECT max(run_id) FROM runs")[0][0]
+    run_id = world.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0][0]
     assert show_history(world.tmp / "calsync.duckdb", run_id=run_id, out=out, fmt="csv") == 0
     assert "Board prep v2" in (out / "changes.csv").read_text()

@@ -67,7 +67,7 @@ def test_history_failed_lists_every_failure_and_what_fixed_it(world, capsys):
         rows = store.con.execute("SELECT user_key, op, fixed_how, fixed_by_run, error FROM v_failures"
                                  " ORDER BY user_key, failed_at").fetchall()
         replay_id = store.one("SELECT run_id FROM runs WHERE mode = 'replay'")[0]
-        third = store.one("SELECT max(run_id) FROM runs WHERE mode = 'sync'")[0]
+        third = store.one("SELECT run_id FROM runs WHERE mode = 'sync' ORDER BY started_at DESC LIMIT 1")[0]
     alice = [r for r in rows if r[0] == ALICE]
     bob = [r for r in rows if r[0] == BOB]
     assert [r[2:4] for r in alice] == [("replay", replay_id)] * 2

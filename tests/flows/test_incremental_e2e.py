@@ -137,7 +137,8 @@ def test_every_kind_of_change_is_read_again(world):
     weekly = sorted(_start(e) for e in _sf(world, ALICE, "Weekly sync"))
     assert at(8, 17) in weekly and at(8, 15) not in weekly
     # the touched item was read again: the snapshot holds its new change key
-    version = world.query("SELECT version FROM event_snapshots WHERE native_id = ? ORDER BY run_id DESC LIMIT 1",
+    version = world.query("SELECT version FROM event_snapshots JOIN runs USING (run_id) WHERE native_id = ?"
+                          " ORDER BY started_at DESC LIMIT 1",
                           [world.native_id(touched)])
     assert version and new_key in version[0][0]
     assert world.sync()["totals"]["deltas"] == 0
