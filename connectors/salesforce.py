@@ -50,6 +50,7 @@ from connectors.salesforce_records import (
     is_record_id,
     org_info_from_describe,
     overlaps,
+    packed,
     plan_relations,
     relations_soql,
     window_soql,
@@ -60,8 +61,13 @@ __all__ = ["OrgInfo", "SalesforceConnector", "classify_error"]
 
 BATCH = 200  # sObject Collections maximum per call
 DAY = timedelta(days=1)
-IDS_PER_QUERY = 300  # ids in one SOQL IN list: keeps the GET URL well under Salesforce's 16 KB
-EMAILS_PER_QUERY = 200
+USERS_SOQL = "SELECT Id, Email FROM User WHERE IsActive = true AND Email IN {emails}"
+ORGANIZERS_SOQL = (
+    "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
+    " Event.EndDateTime, Event.IsAllDayEvent, Event.ActivityDate, Event.DurationInMinutes"
+    " FROM EventRelation WHERE IsInvitee = true AND RelationId IN {owners}"
+    " AND Event.IsChild = false AND Event.StartDateTime < {hi} AND Event.EndDateTime > {lo}"
+)
 # A delete of a record already deleted (recycle bin) or no longer there (purged) counts as applied.
 GONE = {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY"}
 
@@ -86,6 +92,8 @@ class SalesforceConnector:
         self._timeout = timeout
         self.batch_size = batch_size
         self._org: OrgInfo | None = None
+        # the emails the last user_ids asked about and the active Users it found: directory reuses them
+        self._users_read: tuple[set[str], list[dict[str, Any]]] = (set(), [])
 
     # --- connecting ----------------------------------------------------------------------------
 
@@ -175,11 +183,13 @@ class SalesforceConnector:
         """Lower-case email -> Id of the active User with that email (the lowest Id when several)."""
         found: dict[str, str] = {}
         wanted = sorted({e.strip().lower() for e in emails if e})
-        for part in chunks(wanted, EMAILS_PER_QUERY):
-            soql = format_soql("SELECT Id, Email FROM User WHERE IsActive = true AND Email IN {emails}", emails=part)
-            for rec in sorted(self._query(soql, "read Users"), key=lambda r: r["Id"]):
-                if rec.get("Email"):
-                    found.setdefault(rec["Email"].lower(), rec["Id"])
+        records = []
+        for part in packed(wanted, lambda p: format_soql(USERS_SOQL, emails=p)):
+            records += self._query(format_soql(USERS_SOQL, emails=part), "read Users")
+        for rec in sorted(records, key=lambda r: r["Id"]):
+            if rec.get("Email"):
+                found.setdefault(rec["Email"].lower(), rec["Id"])
+        self._users_read = (set(wanted), [r for r in records if r.get("Email")])
         return found
 
     def extract(
@@ -197,14 +207,14 @@ class SalesforceConnector:
         org = self._org_info()
         owner_key = {uid: key.lower() for key, uid in users.items()}
         rows: dict[str, dict[str, Any]] = {}
-        for part in chunks(sorted(owner_key), IDS_PER_QUERY):
+        for part in packed(sorted(owner_key), lambda p: window_soql(p, window_start, window_end, org)):
             for rec in self._query(window_soql(part, window_start, window_end, org), "read Events"):
                 row = event_row(rec, owner_key.get(rec.get("OwnerId")))
                 if overlaps(row["start"], row["end"], window_start, window_end):
                     rows[row["native_id"]] = row
         # A malformed id cannot name a record (and would fail the whole query): it is gone.
         missing = sorted({i for i in confirm_ids if is_record_id(i)} - set(rows))
-        for part in chunks(missing, IDS_PER_QUERY):
+        for part in packed(missing, lambda p: by_id_soql(p, org)):
             for rec in self._query(by_id_soql(part, org), "confirm Events by id", include_deleted=True):
                 if rec.get("IsDeleted") or rec.get("OwnerId") not in owner_key:
                     continue
@@ -249,14 +259,8 @@ class SalesforceConnector:
         lo = min(c["start"] for c in children) - DAY
         hi = max(c["end"] for c in children) + DAY
         parents: dict[tuple, tuple[str, str]] = {}
-        for part in chunks(owners, IDS_PER_QUERY):
-            soql = format_soql(
-                "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
-                " Event.EndDateTime, Event.IsAllDayEvent, Event.ActivityDate, Event.DurationInMinutes"
-                " FROM EventRelation WHERE IsInvitee = true AND RelationId IN {owners}"
-                " AND Event.IsChild = false AND Event.StartDateTime < {hi} AND Event.EndDateTime > {lo}",
-                owners=part, hi=hi, lo=lo,
-            )
+        for part in packed(owners, lambda p: format_soql(ORGANIZERS_SOQL, owners=p, hi=hi, lo=lo)):
+            soql = format_soql(ORGANIZERS_SOQL, owners=part, hi=hi, lo=lo)
             for rel in self._query(soql, "read group event organizers"):
                 ev = rel.get("Event") or {}
                 email = ((ev.get("Owner") or {}).get("Email") or "").strip().lower()
@@ -268,7 +272,7 @@ class SalesforceConnector:
         matched = {c["native_id"]: parents.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"]))) for c in children}
         parent_ids = sorted({m[1] for m in matched.values() if m})
         relations: dict[str, list[dict[str, Any]]] = {}
-        for part in chunks(parent_ids, IDS_PER_QUERY):
+        for part in packed(parent_ids, lambda p: relations_soql(p, org)):
             for rel in self._query(relations_soql(part, org), "read group event invitees"):
                 relations.setdefault(rel["EventId"], []).append(rel)
         invitees = {pid: sorted((i for i in map(invitee_from_relation, rels) if i is not None),
@@ -281,26 +285,36 @@ class SalesforceConnector:
                 c["invitees"] = [dict(i) for i in invitees.get(found[1], [])]
 
     def directory(self, emails: Sequence[str]) -> pl.DataFrame:
-        """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive)."""
+        """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive).
+
+        The Users of emails the last ``user_ids`` of this connection already asked about (the synced users, a
+        few minutes earlier in the same run) are taken from that answer rather than asked for again.
+        """
         wanted = sorted({e.strip().lower() for e in emails if e})
-        rows: list[dict[str, Any]] = []
+        asked, users = self._users_read
+        keep = set(wanted)
+        records: dict[str, list[dict[str, Any]]] = {"user": [r for r in users if r["Email"].strip().lower() in keep]}
         queries = (
-            ("contact", "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN {emails}"),
-            ("lead", "SELECT Id, Email, OwnerId FROM Lead WHERE Email IN {emails} AND IsConverted = false"),
-            ("user", "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true"),
+            ("contact", "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN {emails}", wanted),
+            ("lead", "SELECT Id, Email, OwnerId FROM Lead WHERE Email IN {emails} AND IsConverted = false", wanted),
+            ("user", "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true",
+             [e for e in wanted if e not in asked]),
         )
-        for part in chunks(wanted, EMAILS_PER_QUERY):
-            for record_type, template in queries:
-                for rec in self._query(format_soql(template, emails=part), f"read {record_type}s"):
-                    if rec.get("Email"):
-                        rows.append(
-                            {
-                                "record_id": rec["Id"],
-                                "record_type": record_type,
-                                "email": rec["Email"].strip().lower(),
-                                "owner_id": rec.get("OwnerId") if record_type != "user" else None,
-                            }
-                        )
+        for record_type, template, values in queries:
+            for part in packed(values, lambda p, t=template: format_soql(t, emails=p)):
+                records.setdefault(record_type, []).extend(
+                    self._query(format_soql(template, emails=part), f"read {record_type}s"))
+        rows = [
+            {
+                "record_id": rec["Id"],
+                "record_type": record_type,
+                "email": rec["Email"].strip().lower(),
+                "owner_id": rec.get("OwnerId") if record_type != "user" else None,
+            }
+            for record_type, recs in records.items()
+            for rec in recs
+            if rec.get("Email")
+        ]
         if not rows:
             return empty(DIRECTORY_SCHEMA)
         return conform(pl.DataFrame(rows, schema=DIRECTORY_SCHEMA), DIRECTORY_SCHEMA).sort("email", "record_type", "record_id")
@@ -483,7 +497,7 @@ class SalesforceConnector:
         writes: dict[str, list[tuple[str, Any]]] = {"DELETE": [], "PATCH": [], "POST": []}
         try:
             wanted = [eid for _d, eid, read in written if read]
-            for part in chunks(wanted, IDS_PER_QUERY):
+            for part in packed(wanted, lambda p: relations_soql(p, org)):
                 for rel in self._query(relations_soql(part, org), "read EventRelations"):
                     existing.setdefault(rel["EventId"], []).append(rel)
             for delta, event_id, _read in written:

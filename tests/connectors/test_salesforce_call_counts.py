@@ -181,3 +181,64 @@ def test_the_daily_limit_among_the_event_batches_notes_the_written_events_relati
     assert all(n.startswith("relations: not written (Salesforce's daily API request limit is used up")
                for i, n in enumerate(notes) if i != 5)
     assert out.filter(pl.col("status") == "failed")["retriable"].all()
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+def test_in_lists_are_packed_to_the_uri_budget_exactly():
+    from urllib.parse import quote_plus
+
+    from simple_salesforce.format import format_soql
+
+    from connectors.salesforce_records import QUERY_BUDGET, packed
+
+    template = "SELECT Id, Email FROM Contact WHERE Email IN {emails}"
+    emails = [f"first.last{i}@customer{i % 7}.com" for i in range(2000)] + ["o'brien@x.com"]
+    parts = list(packed(emails, lambda p: format_soql(template, emails=p)))
+    assert [e for p in parts for e in p] == emails
+    for i, part in enumerate(parts):
+        size = len(quote_plus(format_soql(template, emails=part)))
+        assert size <= QUERY_BUDGET
+        if i + 1 < len(parts):  # full: one more value would not fit
+            assert len(quote_plus(format_soql(template, emails=part + parts[i + 1][:1]))) > QUERY_BUDGET
+    assert len(parts) < 2001 / 200  # fewer queries than 200 emails apiece
+
+
+def test_reads_of_many_users_fit_salesforces_uri_limit_and_the_directory_does_not_ask_again_for_the_users(sb):
+    org = sb.org
+    users = {f"synced.user.number.{i:04d}@example-corporation.com": None for i in range(700)}
+    for email in users:
+        users[email] = org.add_user(email)
+    for i, email in enumerate(users):
+        org.add_event(users[email], f"E{i}", *slot(i % 300))
+    invitees = [f"a.customer.contact.{i:04d}@customer-{i % 9}.example.com" for i in range(900)]
+    for email in invitees[::3]:
+        org.add_contact(email, "Customer")
+    sf = connect(sb)
+    info = sf.org_info()
+    sb.reset_counts()
+
+    ids = sf.user_ids(list(users))
+    assert ids == users
+    events = sf.extract({e: i for e, i in ids.items()}, T0 - timedelta(days=1), T0 + timedelta(days=30))
+    assert events.height == 700
+    found = sf.directory(invitees + list(users))
+    assert found.filter(pl.col("record_type") == "contact").height == 300
+    assert found.filter(pl.col("record_type") == "user").height == 700
+
+    counts = control_counts(sb)  # every query answered: none over the 16,384-byte limit (414/431)
+    assert counts["queries"]["User"]["rows"] == 700  # the directory took the synced users from user_ids
+    from simple_salesforce.format import format_soql
+
+    from connectors.salesforce import USERS_SOQL
+    from connectors.salesforce_records import packed, window_soql
+
+    def packs(values, template=USERS_SOQL):
+        return len(list(packed(sorted(values), lambda p: format_soql(template, emails=p))))
+
+    user_template = "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true"
+    assert counts["queries"]["User"]["queries"] == packs(users) + packs(invitees, user_template)
+    window = lambda p: window_soql(p, T0 - timedelta(days=1), T0 + timedelta(days=30), info)  # noqa: E731
+    assert counts["queries"]["Event"]["queries"] == len(list(packed(sorted(users.values()), window))) == 2
+    assert counts["queries"]["Contact"]["queries"] < (900 + 700) / 200
