@@ -14,8 +14,11 @@ Errors, by what happens next (connectors/errors.py):
 - the daily API allocation used up raises ``ApiLimitExceeded``, a rejected session ``FatalError``.
   Raised from ``apply``, the exception carries ``outcomes`` (one row per delta, the rest failed retriable).
 
-An event written whose EventRelations could not all be written is still ``applied`` (it exists, and the
-pair must be recorded); ``error`` then says ``relations: CODE: message`` and the next run sees the gap.
+EventRelations are written after every Event batch of an ``apply``, packed across batches into full
+collections (per kind ``ceil(records / 200)`` calls). An event written whose EventRelations could not all
+be written is still ``applied`` (it exists, and the pair must be recorded); ``error`` then says
+``relations: CODE: message`` (or ``relations: not written (...)`` when the run stopped first) and the next
+run sees the gap.
 
 Messages never carry the session id or any secret.
 """
@@ -47,6 +50,7 @@ from connectors.salesforce_records import (
     is_record_id,
     org_info_from_describe,
     overlaps,
+    packed,
     plan_relations,
     relations_soql,
     window_soql,
@@ -57,8 +61,13 @@ __all__ = ["OrgInfo", "SalesforceConnector", "classify_error"]
 
 BATCH = 200  # sObject Collections maximum per call
 DAY = timedelta(days=1)
-IDS_PER_QUERY = 300  # ids in one SOQL IN list: keeps the GET URL well under Salesforce's 16 KB
-EMAILS_PER_QUERY = 200
+USERS_SOQL = "SELECT Id, Email FROM User WHERE IsActive = true AND Email IN {emails}"
+ORGANIZERS_SOQL = (
+    "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
+    " Event.EndDateTime, Event.IsAllDayEvent, Event.ActivityDate, Event.DurationInMinutes"
+    " FROM EventRelation WHERE IsInvitee = true AND RelationId IN {owners}"
+    " AND Event.IsChild = false AND Event.StartDateTime < {hi} AND Event.EndDateTime > {lo}"
+)
 # A delete of a record already deleted (recycle bin) or no longer there (purged) counts as applied.
 GONE = {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY"}
 
@@ -83,6 +92,8 @@ class SalesforceConnector:
         self._timeout = timeout
         self.batch_size = batch_size
         self._org: OrgInfo | None = None
+        # the emails the last user_ids asked about and the active Users it found: directory reuses them
+        self._users_read: tuple[set[str], list[dict[str, Any]]] = (set(), [])
 
     # --- connecting ----------------------------------------------------------------------------
 
@@ -172,11 +183,13 @@ class SalesforceConnector:
         """Lower-case email -> Id of the active User with that email (the lowest Id when several)."""
         found: dict[str, str] = {}
         wanted = sorted({e.strip().lower() for e in emails if e})
-        for part in chunks(wanted, EMAILS_PER_QUERY):
-            soql = format_soql("SELECT Id, Email FROM User WHERE IsActive = true AND Email IN {emails}", emails=part)
-            for rec in sorted(self._query(soql, "read Users"), key=lambda r: r["Id"]):
-                if rec.get("Email"):
-                    found.setdefault(rec["Email"].lower(), rec["Id"])
+        records = []
+        for part in packed(wanted, lambda p: format_soql(USERS_SOQL, emails=p)):
+            records += self._query(format_soql(USERS_SOQL, emails=part), "read Users")
+        for rec in sorted(records, key=lambda r: r["Id"]):
+            if rec.get("Email"):
+                found.setdefault(rec["Email"].lower(), rec["Id"])
+        self._users_read = (set(wanted), [r for r in records if r.get("Email")])
         return found
 
     def extract(
@@ -194,14 +207,14 @@ class SalesforceConnector:
         org = self._org_info()
         owner_key = {uid: key.lower() for key, uid in users.items()}
         rows: dict[str, dict[str, Any]] = {}
-        for part in chunks(sorted(owner_key), IDS_PER_QUERY):
+        for part in packed(sorted(owner_key), lambda p: window_soql(p, window_start, window_end, org)):
             for rec in self._query(window_soql(part, window_start, window_end, org), "read Events"):
                 row = event_row(rec, owner_key.get(rec.get("OwnerId")))
                 if overlaps(row["start"], row["end"], window_start, window_end):
                     rows[row["native_id"]] = row
         # A malformed id cannot name a record (and would fail the whole query): it is gone.
         missing = sorted({i for i in confirm_ids if is_record_id(i)} - set(rows))
-        for part in chunks(missing, IDS_PER_QUERY):
+        for part in packed(missing, lambda p: by_id_soql(p, org)):
             for rec in self._query(by_id_soql(part, org), "confirm Events by id", include_deleted=True):
                 if rec.get("IsDeleted") or rec.get("OwnerId") not in owner_key:
                     continue
@@ -246,14 +259,8 @@ class SalesforceConnector:
         lo = min(c["start"] for c in children) - DAY
         hi = max(c["end"] for c in children) + DAY
         parents: dict[tuple, tuple[str, str]] = {}
-        for part in chunks(owners, IDS_PER_QUERY):
-            soql = format_soql(
-                "SELECT EventId, RelationId, Event.OwnerId, Event.Owner.Email, Event.Subject, Event.StartDateTime,"
-                " Event.EndDateTime, Event.IsAllDayEvent, Event.ActivityDate, Event.DurationInMinutes"
-                " FROM EventRelation WHERE IsInvitee = true AND RelationId IN {owners}"
-                " AND Event.IsChild = false AND Event.StartDateTime < {hi} AND Event.EndDateTime > {lo}",
-                owners=part, hi=hi, lo=lo,
-            )
+        for part in packed(owners, lambda p: format_soql(ORGANIZERS_SOQL, owners=p, hi=hi, lo=lo)):
+            soql = format_soql(ORGANIZERS_SOQL, owners=part, hi=hi, lo=lo)
             for rel in self._query(soql, "read group event organizers"):
                 ev = rel.get("Event") or {}
                 email = ((ev.get("Owner") or {}).get("Email") or "").strip().lower()
@@ -265,7 +272,7 @@ class SalesforceConnector:
         matched = {c["native_id"]: parents.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"]))) for c in children}
         parent_ids = sorted({m[1] for m in matched.values() if m})
         relations: dict[str, list[dict[str, Any]]] = {}
-        for part in chunks(parent_ids, IDS_PER_QUERY):
+        for part in packed(parent_ids, lambda p: relations_soql(p, org)):
             for rel in self._query(relations_soql(part, org), "read group event invitees"):
                 relations.setdefault(rel["EventId"], []).append(rel)
         invitees = {pid: sorted((i for i in map(invitee_from_relation, rels) if i is not None),
@@ -278,26 +285,36 @@ class SalesforceConnector:
                 c["invitees"] = [dict(i) for i in invitees.get(found[1], [])]
 
     def directory(self, emails: Sequence[str]) -> pl.DataFrame:
-        """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive)."""
+        """Contacts, Leads (not converted) and active Users whose email is in ``emails`` (case-insensitive).
+
+        The Users of emails the last ``user_ids`` of this connection already asked about (the synced users, a
+        few minutes earlier in the same run) are taken from that answer rather than asked for again.
+        """
         wanted = sorted({e.strip().lower() for e in emails if e})
-        rows: list[dict[str, Any]] = []
+        asked, users = self._users_read
+        keep = set(wanted)
+        records: dict[str, list[dict[str, Any]]] = {"user": [r for r in users if r["Email"].strip().lower() in keep]}
         queries = (
-            ("contact", "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN {emails}"),
-            ("lead", "SELECT Id, Email, OwnerId FROM Lead WHERE Email IN {emails} AND IsConverted = false"),
-            ("user", "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true"),
+            ("contact", "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN {emails}", wanted),
+            ("lead", "SELECT Id, Email, OwnerId FROM Lead WHERE Email IN {emails} AND IsConverted = false", wanted),
+            ("user", "SELECT Id, Email FROM User WHERE Email IN {emails} AND IsActive = true",
+             [e for e in wanted if e not in asked]),
         )
-        for part in chunks(wanted, EMAILS_PER_QUERY):
-            for record_type, template in queries:
-                for rec in self._query(format_soql(template, emails=part), f"read {record_type}s"):
-                    if rec.get("Email"):
-                        rows.append(
-                            {
-                                "record_id": rec["Id"],
-                                "record_type": record_type,
-                                "email": rec["Email"].strip().lower(),
-                                "owner_id": rec.get("OwnerId") if record_type != "user" else None,
-                            }
-                        )
+        for record_type, template, values in queries:
+            for part in packed(values, lambda p, t=template: format_soql(t, emails=p)):
+                records.setdefault(record_type, []).extend(
+                    self._query(format_soql(template, emails=part), f"read {record_type}s"))
+        rows = [
+            {
+                "record_id": rec["Id"],
+                "record_type": record_type,
+                "email": rec["Email"].strip().lower(),
+                "owner_id": rec.get("OwnerId") if record_type != "user" else None,
+            }
+            for record_type, recs in records.items()
+            for rec in recs
+            if rec.get("Email")
+        ]
         if not rows:
             return empty(DIRECTORY_SCHEMA)
         return conform(pl.DataFrame(rows, schema=DIRECTORY_SCHEMA), DIRECTORY_SCHEMA).sort("email", "record_type", "record_id")
@@ -378,18 +395,26 @@ class SalesforceConnector:
         if outcomes:
             tick()
 
+        # Relation writes wait until every Event batch is written, so that they fill whole collections
+        # across batches (per kind: ceil(records / 200) calls, not one partial call per Event batch).
+        pending: list[tuple[dict[str, Any], str, bool]] = []
+        events_done = False
         try:
             for batch in chunks(by_op["delete"], self.batch_size):
                 self._delete_batch(batch, record)
                 tick()
             for batch in chunks(by_op["update"], self.batch_size):
-                self._update_batch(batch, org, record)
+                pending += self._update_batch(batch, org, record)
                 tick()
             for batch in chunks(by_op["create"], self.batch_size):
-                self._create_batch(batch, org, record)
+                pending += self._create_batch(batch, org, record)
                 tick()
+            events_done = True
+            self._write_relations(pending, org, record)
         except (_Stop, CalsyncError) as exc:
             error = exc.error if isinstance(exc, _Stop) else exc
+            if not events_done:
+                _relations_not_written(pending, org, error, record)
             for row in rows:
                 if row["delta_id"] not in outcomes:
                     record(row["delta_id"], "failed", f"not_written: {error}", retriable=True)
@@ -411,98 +436,112 @@ class SalesforceConnector:
             else:
                 record(delta["delta_id"], "failed", error_text(res.get("errors")), new_id=delta["target_id"])
 
-    def _update_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
+    def _update_batch(
+        self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]
+    ) -> list[tuple[dict[str, Any], str, bool]]:
+        """One Event update call; returns the updated events whose relations may need writing (see ``_write_relations``)."""
         batch, recs = _shape(batch, org, "update", record)
         if not batch:
-            return
+            return []
         recs = [{"Id": d["target_id"], **r} for d, r in zip(batch, recs)]
         results = self._collection("PATCH", "update Events", records=collection_records("Event", recs), batch=batch, record=record)
         if results is None:
-            return
-        written = []
+            return []
+        pending = []
         for delta, res in zip(batch, results):
             if res.get("success"):
-                written.append(delta)
+                record(delta["delta_id"], "applied", new_id=delta["target_id"])
+                if delta.get("invitees") is not None or delta.get("who_ids") is not None:
+                    pending.append((delta, delta["target_id"], True))
             else:
                 record(delta["delta_id"], "failed", error_text(res.get("errors")), new_id=delta["target_id"])
-        self._write_relations([(d, d["target_id"]) for d in written], org, record, read_existing=True)
+        return pending
 
-    def _create_batch(self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]) -> None:
+    def _create_batch(
+        self, batch: list[dict[str, Any]], org: OrgInfo, record: Callable[..., None]
+    ) -> list[tuple[dict[str, Any], str, bool]]:
+        """One Event create call; returns the created events with their new ids, for ``_write_relations``."""
         batch, recs = _shape(batch, org, "create", record)
         if not batch:
-            return
+            return []
         results = self._collection(
             "POST", "create Events", records=collection_records("Event", recs), batch=batch, record=record, creating=True
         )
         if results is None:
-            return
-        written = []
+            return []
+        pending = []
         for delta, res in zip(batch, results):
             if res.get("success"):
-                written.append((delta, res["id"]))
+                record(delta["delta_id"], "applied", new_id=res["id"])
+                pending.append((delta, res["id"], False))
             else:
                 record(delta["delta_id"], "failed", error_text(res.get("errors")))
-        self._write_relations(written, org, record, read_existing=False)
+        return pending
 
     def _write_relations(
-        self,
-        written: list[tuple[dict[str, Any], str]],
-        org: OrgInfo,
-        record: Callable[..., None],
-        read_existing: bool,
+        self, written: list[tuple[dict[str, Any], str, bool]], org: OrgInfo, record: Callable[..., None]
     ) -> None:
-        """EventRelations for events just written; then each delta's outcome (applied, with any relation errors).
+        """EventRelations of every event this ``apply`` wrote, packed across its Event batches; then each delta's note.
 
-        The event itself is written, so its delta is ``applied`` even when a relation write fails; the
-        failure is kept in ``error`` (``relations: CODE: message``) and the next run sees the difference.
+        ``written``: (delta, event id, whether the event existed before, so its relations are read first).
+        The relations of all updated events are read at once, then per kind (delete, update, create) the
+        writes go in full collections whatever event they belong to: ``ceil(records / batch_size)`` calls.
+        Each record stays tied to its delta: the event itself is written, so the delta is ``applied`` even
+        when one of its relation writes fails; the failure is kept in ``error`` (``relations: CODE: message``)
+        and the next run sees the difference. A call that stops the run marks the deltas whose relation
+        writes were not all made (``relations: not all written (...)``) before the stop goes up.
         """
-        if not written:
-            return
         existing: dict[str, list[dict[str, Any]]] = {}
-        notes: dict[str, list[str]] = {d["delta_id"]: [] for d, _ in written}
+        notes: dict[str, list[str]] = {}
+        left: dict[str, int] = {}  # delta id -> relation writes not yet answered
+        writes: dict[str, list[tuple[str, Any]]] = {"DELETE": [], "PATCH": [], "POST": []}
         try:
-            if read_existing:
-                wanted = [eid for d, eid in written if d.get("invitees") is not None or d.get("who_ids") is not None]
-                for part in chunks(wanted, IDS_PER_QUERY):
-                    for rel in self._query(relations_soql(part, org), "read EventRelations"):
-                        existing.setdefault(rel["EventId"], []).append(rel)
-            creates: list[tuple[str, dict[str, Any]]] = []
-            updates: list[tuple[str, dict[str, Any]]] = []
-            deletes: list[tuple[str, str]] = []
-            for delta, event_id in written:
+            wanted = [eid for _d, eid, read in written if read]
+            for part in packed(wanted, lambda p: relations_soql(p, org)):
+                for rel in self._query(relations_soql(part, org), "read EventRelations"):
+                    existing.setdefault(rel["EventId"], []).append(rel)
+            for delta, event_id, _read in written:
                 plan = plan_relations(event_id, delta.get("invitees"), delta.get("who_ids"), existing.get(event_id, []), org)
-                creates += [(delta["delta_id"], r) for r in plan.create]
-                updates += [(delta["delta_id"], r) for r in plan.update]
-                deletes += [(delta["delta_id"], i) for i in plan.delete]
-            for method, items, what in (
-                ("DELETE", deletes, "delete EventRelations"),
-                ("PATCH", updates, "update EventRelations"),
-                ("POST", creates, "create EventRelations"),
-            ):
-                for part in chunks(items, BATCH):
-                    if method == "DELETE":
-                        results = self._raw_collection("DELETE", what, ids=[i for _, i in part])
-                    else:
-                        results = self._raw_collection(method, what, records=collection_records("EventRelation", [r for _, r in part]))
-                    for (delta_id, _), res in zip(part, results):
-                        if not res.get("success") and not (method == "DELETE" and error_codes(res.get("errors")) & GONE):
-                            notes[delta_id].append(error_text(res.get("errors")))
-        except SalesforceMalformedRequest as exc:
-            for delta_id in notes:
-                notes[delta_id].append(_describe_error(exc))
+                did = delta["delta_id"]
+                writes["DELETE"] += [(did, i) for i in plan.delete]
+                writes["PATCH"] += [(did, r) for r in plan.update]
+                writes["POST"] += [(did, r) for r in plan.create]
+                left[did] = len(plan.delete) + len(plan.update) + len(plan.create)
+            for method, what in (("DELETE", "delete EventRelations"), ("PATCH", "update EventRelations"),
+                                 ("POST", "create EventRelations")):
+                for part in chunks(writes[method], self.batch_size):
+                    self._relation_call(method, what, part, notes, left)
         except (_Stop, CalsyncError) as exc:
             error = exc.error if isinstance(exc, _Stop) else exc
-            for delta, event_id in written:
-                record(
-                    delta["delta_id"],
-                    "applied",
-                    f"relations: not all written ({error}); the next run sees the difference",
-                    new_id=event_id,
-                )
+            for delta, event_id, _read in written:
+                did = delta["delta_id"]
+                if left.get(did, 1):  # not planned yet (the read failed), or writes still to make
+                    notes.setdefault(did, []).append(f"not all written ({error}); the next run sees the difference")
+                if did in notes:
+                    record(did, "applied", "relations: " + "; ".join(notes[did]), new_id=event_id)
             raise
-        for delta, event_id in written:
-            note = notes[delta["delta_id"]]
-            record(delta["delta_id"], "applied", ("relations: " + "; ".join(note)) if note else None, new_id=event_id)
+        for delta, event_id, _read in written:
+            if delta["delta_id"] in notes:
+                record(delta["delta_id"], "applied", "relations: " + "; ".join(notes[delta["delta_id"]]), new_id=event_id)
+
+    def _relation_call(
+        self, method: str, what: str, part: list[tuple[str, Any]], notes: dict[str, list[str]], left: dict[str, int]
+    ) -> None:
+        """One EventRelation collection; each record's failure noted on its own delta (a refused call: on each of its deltas)."""
+        try:
+            if method == "DELETE":
+                results = self._raw_collection("DELETE", what, ids=[i for _, i in part])
+            else:
+                results = self._raw_collection(method, what, records=collection_records("EventRelation", [r for _, r in part]))
+        except SalesforceMalformedRequest as exc:
+            results = [{"success": False, "errors": None, "_call": _describe_error(exc)}] * len(part)
+        for (delta_id, _), res in zip(part, results):
+            left[delta_id] -= 1
+            if res.get("success") or (method == "DELETE" and error_codes(res.get("errors")) & GONE):
+                continue
+            note = res.get("_call") or error_text(res.get("errors"))
+            if note not in notes.setdefault(delta_id, []):
+                notes[delta_id].append(note)
 
     def _collection(
         self,
@@ -650,6 +689,17 @@ def _shape(
         kept.append(delta)
         recs.append(event_fields(delta, org, op))
     return kept, recs
+
+
+def _relations_not_written(
+    pending: list[tuple[dict[str, Any], str, bool]], org: OrgInfo, error: CalsyncError, record: Callable[..., None]
+) -> None:
+    """The run stopped before the relation writes: each event written whose relations had (or may have had) to
+    change stays ``applied``, with a note saying its relations were not written."""
+    for delta, event_id, read in pending:
+        if read or plan_relations(event_id, delta.get("invitees"), delta.get("who_ids"), [], org):
+            record(delta["delta_id"], "applied",
+                   f"relations: not written ({error}); the next run sees the difference", new_id=event_id)
 
 
 def _first_error(content: Any) -> tuple[str, str]:

@@ -14,10 +14,11 @@ all-day     Salesforce keeps an all-day event as ``ActivityDate`` (midnight UTC,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote_plus
 
 from simple_salesforce.format import format_soql
 
@@ -304,6 +305,34 @@ def is_record_id(value: object) -> bool:
 def chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
+
+
+# Salesforce takes at most 16,384 bytes of URI and headers together in one REST request (414 URI Too Long,
+# 431 Request Header Fields Too Large beyond; https://help.salesforce.com/s/articleView?id=000386264). A
+# query's ``q`` stays within this budget, leaving over 2 KB for the path, the session token and the other headers.
+QUERY_BUDGET = 14_000
+
+
+def packed(values: Sequence[str], soql_of: Callable[[list[str]], str], budget: int = QUERY_BUDGET) -> Iterator[list[str]]:
+    """``values`` in consecutive lists, each as long as its query ``soql_of(list)`` fits ``budget`` bytes as sent.
+
+    The size is the query's ``q`` as requests URL-encodes it (``quote_plus``). Encoding goes character by character,
+    so a list's size is the empty list's query plus each quoted value plus the commas between: exact, without
+    rendering every candidate. Fewer, fuller queries than a fixed count of values (ids: about 500, not 300).
+    """
+    base = len(quote_plus(soql_of([])))
+    comma = len(quote_plus(","))
+    part: list[str] = []
+    size = base
+    for value in values:
+        cost = len(quote_plus(format_soql("{}", value)))
+        if part and size + comma + cost > budget:
+            yield part
+            part, size = [], base
+        size += cost + (comma if part else 0)
+        part.append(value)
+    if part:
+        yield part
 
 
 # --- writing -----------------------------------------------------------------------------------

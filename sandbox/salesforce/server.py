@@ -45,6 +45,7 @@ MAX_VERSION = 66.0
 BATCH = 2000
 COLLECTION_MAX = 200
 MAX_LOCATORS = 200
+MAX_URI_AND_HEADERS = 16_384  # bytes: URI and headers of one REST request together
 ROLLED_BACK = {
     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
@@ -110,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/_sandbox/") or path == "/_sandbox":
                 reply = Control(self.app).handle(method, path, query, raw)
+            elif (too_long := self._too_long()) is not None:
+                reply = too_long  # refused before the API: not an API call
             else:
                 self.app.pause()  # the round trip's fixed latency (no lock held)
                 reply = self._api(method, path, query, raw)
@@ -118,6 +121,21 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(reply, head=method == "HEAD")
+
+    def _too_long(self) -> Reply | None:
+        """Salesforce takes at most 16,384 bytes of URI and headers together: a longer URI is 414 URI Too Long, a
+        request whose URI and headers together are longer is 431 Request Header Fields Too Large
+        (https://help.salesforce.com/s/articleView?id=000386264)."""
+        uri = len(self.path.encode())
+        headers = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in self.headers.items())
+        if uri > MAX_URI_AND_HEADERS:
+            status, text = 414, "URI Too Long"
+        elif uri + headers > MAX_URI_AND_HEADERS:
+            status, text = 431, "Request Header Fields Too Large"
+        else:
+            return None
+        return Reply(status, None, {"Content-Type": "text/html"},
+                     raw=f"<html><body><h1>{status} {text}</h1></body></html>".encode())
 
     def _send(self, reply: Reply, head: bool = False) -> None:
         data = b""
