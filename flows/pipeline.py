@@ -49,10 +49,16 @@ class Connections:
     salesforce: SalesforceConnector
     mail: Mailboxes  # every user's mailbox, through the connector of its kind
     sf_calls: list[int] = field(default_factory=lambda: [0])  # Salesforce HTTP calls this run
+    # mailboxes in flight at once per kind (flows.parallel; empty: its default for each)
+    parallel: dict[str, int] = field(default_factory=dict)
+    # mailbox calls made elsewhere for this run (shard tasks on a Dask cluster), per kind
+    remote_calls: dict[str, int] = field(default_factory=dict)
 
     def api_calls(self) -> dict[str, int | None]:
         """The calls made so far, as ``Store.finish_run`` takes them (None: that service was not used)."""
         by_kind = self.mail.api_calls_by_kind()
+        for kind, n in self.remote_calls.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
         return {"sf_api_calls": self.sf_calls[0], "ews_api_calls": by_kind.get("ews"),
                 "graph_api_calls": by_kind.get("graph")}
 
@@ -100,7 +106,7 @@ def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, 
             e = cfg.exchange
             out["ews"] = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
                                            time_zones=zones, batch_size=min(cfg.sync.batch_size, 100),
-                                           max_wait_s=e.max_retry_wait_s)
+                                           max_wait_s=e.max_retry_wait_s, **_ews_pool(e.max_parallel_mailboxes))
         if "graph" in kinds:
             out["graph"] = _graph_connector(cfg, zones)
     except Exception:
@@ -108,6 +114,14 @@ def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, 
             c.close()
         raise
     return out
+
+
+def _ews_pool(limit: int) -> dict:
+    """exchangelib's session pool as large as the mailboxes in flight (its default is one session, which would
+    make parallel reads wait on each other), where the connector takes the setting."""
+    import inspect
+
+    return {"max_connections": limit} if "max_connections" in inspect.signature(ExchangeConnector).parameters else {}
 
 
 def _graph_connector(cfg: Config, zones: dict[str, str]) -> MailboxConnector:
@@ -146,7 +160,7 @@ def connect(cfg: Config) -> Connections:
         for c in connectors.values():
             c.close()
         raise
-    return Connections(sf, mail, calls)
+    return Connections(sf, mail, calls, parallel=cfg.parallel_limits())
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -237,7 +251,7 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
     # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
     known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
     email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.mail, users, mine, w_start, w_end, progress, known, trusted)
+        conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
     notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
@@ -290,37 +304,78 @@ def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: d
 def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
                        w_start: datetime, w_end: datetime, progress: Progress | None = None,
                        known: pl.DataFrame | None = None, trusted: set[str] = frozenset(),
+                       limits: dict[str, int] | None = None,
                        ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """Read each mailbox on its own, so one mailbox's trouble (access refused, no such mailbox) leaves the
     other users syncing; incrementally where its last read is ``trusted`` (``known``: those reads' rows).
+    Mailboxes are read in parallel, at most ``limits[kind]`` per service at once (``flows.parallel``: it backs
+    off when a service throttles); the results are put together in the users' order, as one at a time would.
     Returns (events, notes, failed users, unreadable ids)."""
-    frames, notes, failed, unreadable = [], [], set(), set()
-    first_error: FatalError | None = None
+    results = read_mailboxes(mail, users, pairs, w_start, w_end, progress, known, trusted, limits)
+    return merge_reads(users, results)
+
+
+def read_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame, w_start: datetime,
+                   w_end: datetime, progress: Progress | None = None, known: pl.DataFrame | None = None,
+                   trusted: set[str] = frozenset(), limits: dict[str, int] | None = None,
+                   ) -> list[tuple[pl.DataFrame, list[dict], set[str]] | FatalError]:
+    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids), or the ``FatalError`` that kept
+    the mailbox from being read. A ``RetriableError`` still unresolved after the pool's retry is raised."""
+    from flows.parallel import Job, run_pool
+
     # split once (not a filter of the whole table per user)
     confirm_of = dict(pairs.select("user_key", "email_id").drop_nulls().group_by("user_key").agg("email_id")
                       .iter_rows()) if pairs.height else {}
     known_of = ({m: f for (m,), f in known.partition_by("mailbox", as_dict=True).items()}
                 if known is not None and known.height else {})
-    for i, (user_key, mailbox) in enumerate(users.select("user_key", "mailbox").iter_rows()):
-        if progress:
-            progress("read mailboxes", i, users.height)
+    kind_of = getattr(mail, "kind_of", None)
+
+    def job(user_key: str, mailbox: str) -> Callable[[], object]:
         base = (known_of.get(mailbox, known.head(0)) if known is not None else None) if mailbox in trusted else None
-        try:
-            events, user_notes, user_unreadable = read_mailbox(
-                mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
-        except FatalError as exc:
-            first_error = first_error or exc
+
+        def read() -> tuple[pl.DataFrame, list[dict], set[str]] | FatalError:
+            try:
+                return read_mailbox(mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
+            except FatalError as exc:
+                return exc
+        return read
+
+    rows = users.select("user_key", "mailbox").rows()
+    jobs = [Job((kind_of(m) if kind_of else None) or getattr(mail, "kind", "ews"), job(u, m)) for u, m in rows]
+    done = [0]
+
+    def counted(_i: int, _result: object) -> None:
+        done[0] += 1
+
+    def tick() -> None:
+        if progress:
+            progress("read mailboxes", done[0], len(jobs))
+
+    tick()
+    results = run_pool(jobs, limits or {}, retries=1, on_result=counted, tick=tick)
+    tick()
+    return results
+
+
+def merge_reads(users: pl.DataFrame, results: list) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+    """The per-user results of ``read_mailboxes`` as (events, notes, failed users, unreadable ids); a mailbox
+    that could not be read is noted and its user left out. Raises the first error when nobody could be read
+    (the credentials or the server, not one mailbox)."""
+    frames, notes, failed, unreadable = [], [], set(), set()
+    first_error: FatalError | None = None
+    for (user_key, mailbox), result in zip(users.select("user_key", "mailbox").rows(), results):
+        if isinstance(result, FatalError):
+            first_error = first_error or result
             failed.add(user_key)
             notes.append(_note(user_key, "refused", "mailbox_unreadable",
-                               f"could not read mailbox {mailbox}: {exc}; this user is not synced this run"))
+                               f"could not read mailbox {mailbox}: {result}; this user is not synced this run"))
             continue
+        events, user_notes, user_unreadable = result
         frames.append(events)
         notes.extend(user_notes)
         unreadable |= user_unreadable
-    if progress:
-        progress("read mailboxes", users.height, users.height)
     if first_error is not None and len(failed) == users.height:
-        raise first_error  # nobody could be read: the credentials or the server, not one mailbox
+        raise first_error
     events = pl.concat(frames) if frames else empty(EVENT_SCHEMA)
     return events, notes, failed, unreadable
 
@@ -419,8 +474,11 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
         return conns.salesforce.apply(d, org, progress=cb)
 
     def _em(d: pl.DataFrame) -> pl.DataFrame:
+        from flows.parallel import apply_in_parallel
+
         cb = (lambda done, total: progress("write email", done, total)) if progress else None
-        return conns.mail.apply(d, internal=internal, send_external=opted_in, progress=cb)
+        return apply_in_parallel(conns.mail, d, internal=sorted(internal), send_external=sorted(opted_in),
+                                 limits=conns.parallel, progress=cb)
 
     if sf_deltas.height:
         steps.append(("salesforce", sf_deltas, _sf))
