@@ -217,14 +217,16 @@ def directory_for(conns: Connections, events: pl.DataFrame, users: pl.DataFrame)
 
 
 def extract(cfg: Config, conns: Connections, store: Store, today: date,
-            progress: Progress | None = None, full_read: bool = False, now: datetime | None = None) -> Extracted:
+            progress: Progress | None = None, full_read: bool = False, now: datetime | None = None,
+            shards=None) -> Extracted:
     """Read both calendars of every enabled user (one query for all on Salesforce), plus every
     paired event that left the window (by id, so a missing one is a confirmed deletion).
 
     Mailboxes are read incrementally where the store's record of their last read can be trusted (same kind,
     same row format, a full read within FULL_READ_EVERY of ``now``): only new and changed items are fetched,
     the others' rows come from that read's snapshot, so this run's snapshot is as complete as a full read's.
-    ``full_read`` reads every mailbox in full."""
+    ``full_read`` reads every mailbox in full. ``shards`` (``flows.shards.DaskShards``): the mailboxes are read
+    in shards on a Dask cluster instead of this process's threads; the result is the same."""
     notes: list[dict] = []
     org = conns.salesforce.org_info()
     users, user_notes = users_frame(cfg, conns)
@@ -250,8 +252,12 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         kinds, ROW_FORMAT, (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
     # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
     known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
-    email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
+    if shards is not None:
+        email_events, email_notes, failed_users, unreadable = merge_reads(users, shards.read(
+            users, mine, w_start, w_end, known, trusted, conns.parallel, progress))
+    else:
+        email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
+            conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
     notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
@@ -453,9 +459,10 @@ def _no_call_outcomes(deltas: pl.DataFrame) -> pl.DataFrame:
 
 def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl.DataFrame,
          pairs: pl.DataFrame, users: pl.DataFrame, refresh: pl.DataFrame | None = None,
-         progress: Progress | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+         progress: Progress | None = None, shards=None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Apply ``deltas`` side by side; after each side, record its outcomes and the pair state they
-    justify in one transaction. Returns (all outcomes, new pairs)."""
+    justify in one transaction. Returns (all outcomes, new pairs). Email deltas are written mailboxes in
+    parallel (``flows.parallel``), or in shards on a Dask cluster with ``shards``."""
     # Stored hashes of pairs whose sides changed with nothing to write (see reconcile's pair_refresh).
     current = apply_outcomes(pairs, deltas.head(0), empty(OUTCOME_SCHEMA), run_id, refresh=refresh)
     all_outcomes: list[pl.DataFrame] = []
@@ -477,6 +484,8 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
         from flows.parallel import apply_in_parallel
 
         cb = (lambda done, total: progress("write email", done, total)) if progress else None
+        if shards is not None:
+            return shards.write(conns.mail, d, sorted(internal), sorted(opted_in), conns.parallel, progress=cb)
         return apply_in_parallel(conns.mail, d, internal=sorted(internal), send_external=sorted(opted_in),
                                  limits=conns.parallel, progress=cb)
 
