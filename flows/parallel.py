@@ -23,6 +23,7 @@ caller's context (a Prefect run's context reaches the connectors' logging as it 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections import deque
@@ -35,6 +36,7 @@ import polars as pl
 from connectors.errors import FatalError, RetriableError
 from transforms.schema import OUTCOME_SCHEMA, conform, empty
 
+log = logging.getLogger("calsync")
 DEFAULT_LIMIT = 16  # mailboxes in flight per service (see docs/config.md: within EWS's and Graph's limits)
 RETRY_PAUSE_S = 2.0  # before a read that failed retriably is tried again (the stage's first retry waits as long)
 
@@ -141,6 +143,7 @@ def run_pool(jobs: Sequence[Job], limits: dict[str, int], *, retries: int = 0,
                     result = future.result()
                 except RetriableError as exc:
                     lim.done(throttled=True)
+                    _throttled(job.kind, lim)
                     if job.tries < retries and error is None:
                         job.tries += 1
                         job.not_before = time.monotonic() + retry_pause_s * job.tries
@@ -152,7 +155,10 @@ def run_pool(jobs: Sequence[Job], limits: dict[str, int], *, retries: int = 0,
                     lim.done(throttled=False)
                     error = error or exc
                     continue
-                lim.done(throttled=bool(throttled(result)))
+                signal = bool(throttled(result))
+                lim.done(throttled=signal)
+                if signal:
+                    _throttled(job.kind, lim)
                 results[i] = result
                 if on_result is not None:
                     on_result(i, result)
@@ -161,6 +167,11 @@ def run_pool(jobs: Sequence[Job], limits: dict[str, int], *, retries: int = 0,
     if error is not None:
         raise error
     return results
+
+
+def _throttled(kind: str, lim: Limiter) -> None:
+    log.warning("%s is throttling or unavailable: %d mailbox(es) at once from now on (of %d), growing back as"
+                " calls succeed", _service(kind), lim.limit, lim.ceiling)
 
 
 # --------------------------------------------------------------------------- writes
