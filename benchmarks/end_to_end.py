@@ -1,6 +1,7 @@
 """Benchmark: whole sync runs of a generated org against the sandbox, calls next to the ideal (issue 12). Not a test.
 
     .venv/bin/python benchmarks/end_to_end.py [--users 30] [--events 200] [--graph-share 0] [--latency-ms 0]
+                                              [--max-parallel N]
                                               [--runs first,quiet[,steady]] [--steady-share 0.1]
     .venv/bin/python benchmarks/end_to_end.py --matrix [--matrix-users 30,100,400] [--matrix-shares 0,0.5]
                                               [--matrix-latency 0,100] [--latency-max-users N]
@@ -409,6 +410,11 @@ def measure(args) -> dict:
             kinds = {u["email"].lower(): u["mailbox_kind"] for u in spec["users"]}
             store = work / "calsync.duckdb"
             cfg = load_config(write_config(sandbox, spec, work / "calsync.toml", store))
+            if args.max_parallel:  # [exchange] / [graph] max_parallel_mailboxes (1: one mailbox at a time)
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), max_parallel_mailboxes=args.max_parallel)
+                                                  for k in ("exchange", "graph") if getattr(cfg, k) is not None})
             control = Control(sandbox.info)
             import flows.sync  # noqa: F401 - imported before the first run's clock starts
 
@@ -592,6 +598,8 @@ def main() -> None:
     ap.add_argument("--graph-share", type=float, default=0.0, help="share of mailboxes in Exchange Online (Graph)")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency per API call of every server")
     ap.add_argument("--runs", default="first,quiet", help="first,quiet[,steady]")
+    ap.add_argument("--max-parallel", type=int, default=0,
+                    help="mailboxes in flight per service (max_parallel_mailboxes; default: the config's, 16)")
     ap.add_argument("--steady-share", type=float, default=0.1, help="share of users edited before the steady run")
     ap.add_argument("--matrix", action="store_true", help="the matrix of issue 12, each measurement in fresh processes")
     ap.add_argument("--matrix-users", default="30,100,400")

@@ -23,6 +23,7 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     username = "svc-calsync@acme.com"   # a service account with ApplicationImpersonation
     password_env = "CALSYNC_EWS_PASSWORD"
     auth_type = "ntlm"                  # ntlm | basic
+    max_parallel_mailboxes = 16         # mailboxes in flight at once through the service account (1-64)
 
     [graph]                             # Exchange Online / Microsoft 365 (Microsoft Graph); omit if none
     tenant_id = "acme.onmicrosoft.com"  # the directory (tenant) id or a verified domain
@@ -30,6 +31,7 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     certificate_file = "/etc/calsync/graph.pem"   # PEM, private key + certificate (or _env / _block)
     # client_secret_env = "CALSYNC_GRAPH_SECRET"  # instead of a certificate
     internal_domains = ["acme.com"]     # optional: the tenant's domains (default: the users' domains)
+    max_parallel_mailboxes = 16         # mailboxes in flight at once (one Graph request each; 1-64)
 
     [sync]
     mass_delete_share = 0.5
@@ -53,6 +55,12 @@ block (``*_block``) that holds each one. Errors name the key and say what is exp
     [log]
     file = "calsync.log"                # default: calsync.log beside the store; tracebacks go here
     level = "INFO"                      # DEBUG | INFO | WARNING | ERROR
+
+    [scale]                             # optional: where the mailbox work runs (docs/scale.md)
+    task_runner = "thread"              # thread (this process) | dask (shards on a Dask cluster)
+    dask_address = "tcp://scheduler:8786"   # dask: the scheduler; empty or absent: a local cluster
+    shard_size = 200                    # dask: mailboxes per shard task
+    max_parallel_shards = 4             # dask: shard tasks at once (they share max_parallel_mailboxes)
 
 Every section refuses keys it does not know, and every error of the file is reported at once. Relative
 paths (store, ``ca_file``, ``*_file``, the log file) are relative to the config file's folder (see
@@ -85,7 +93,7 @@ MAILBOX_KINDS = ("ews", "graph")
 GRAPH_KEYS = {
     "tenant_id", "client_id", "certificate_env", "certificate_block", "certificate_file", "client_secret_env",
     "client_secret_block", "client_secret_file", "authority_host", "graph_url", "ca_file", "max_retry_wait_s",
-    "internal_domains",
+    "internal_domains", "max_parallel_mailboxes",
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -174,6 +182,7 @@ class ExchangeSettings:
     password: Secret
     auth_type: str = "ntlm"
     max_retry_wait_s: float = 60.0
+    max_parallel_mailboxes: int = 16  # mailboxes read or written at once through the service account
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,7 @@ class GraphSettings:
     ca_file: Path | None = None
     max_retry_wait_s: float = 60.0
     internal_domains: tuple[str, ...] = ()
+    max_parallel_mailboxes: int = 16  # mailboxes read or written at once through the app
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,16 @@ class SyncSettings:
     mass_delete_min: int = 4
     batch_size: int = 200
     mailbox_kind: str | None = None  # the default for users who do not say
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """Where the mailbox work runs (docs/scale.md): threads of this process, or shards on a Dask cluster."""
+
+    task_runner: str = "thread"  # thread | dask
+    dask_address: str = ""  # the scheduler, "tcp://host:8786"; empty: a local cluster for the run
+    shard_size: int = 200  # mailboxes per shard task
+    max_parallel_shards: int = 4  # shard tasks in flight at once (the mailbox limits are shared among them)
 
 
 @dataclass(frozen=True)
@@ -242,6 +262,16 @@ class Config:
     retention_days: int = 90  # snapshots of runs older than this are thinned; 0 keeps every snapshot
     notify: NotifySettings | None = None
     log: LogSettings = field(default_factory=LogSettings)
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
+
+    def parallel_limits(self) -> dict[str, int]:
+        """Mailboxes in flight at once per mailbox kind (``[exchange]`` / ``[graph]`` max_parallel_mailboxes)."""
+        out = {}
+        if self.exchange is not None:
+            out["ews"] = self.exchange.max_parallel_mailboxes
+        if self.graph is not None:
+            out["graph"] = self.graph.max_parallel_mailboxes
+        return out
 
     @property
     def log_file(self) -> Path:
@@ -339,6 +369,18 @@ def _ca_file(section: dict, where: str, base: Path) -> Path | None:
     return path
 
 
+def _whole(section: dict, key: str, where: str, default: int, low: int, high: int, what: str) -> int:
+    value = section.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"[{where}] {key}: expected a whole number from {low} to {high} ({what}), got {value!r}")
+    return value
+
+
+def _parallel(section: dict, where: str, default: int) -> int:
+    return _whole(section, "max_parallel_mailboxes", where, default, 1, MAX_PARALLEL,
+                  "mailboxes read or written at once; 1 reads one at a time")
+
+
 def _seconds(section: dict, key: str, where: str, default: float) -> float:
     wait = section.get(key, default)
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 3600:
@@ -348,7 +390,8 @@ def _seconds(section: dict, key: str, where: str, default: float) -> float:
 
 SALESFORCE_KEYS = {"auth", "domain", "username", "instance_url", "ca_file", "api_version"} | _secret_keys(
     "consumer_key", "consumer_secret", "private_key", "session_id")
-EXCHANGE_KEYS = {"endpoint", "username", "auth_type", "max_retry_wait_s"} | _secret_keys("password")
+EXCHANGE_KEYS = {"endpoint", "username", "auth_type", "max_retry_wait_s", "max_parallel_mailboxes"} | _secret_keys(
+    "password")
 SYNC_KEYS = {"mass_delete_share", "mass_delete_min", "batch_size", "mailbox_kind"}
 USER_KEYS = {"email", "direction", "filter", "start_date", "mailbox", "enabled", "send_external_invites",
              "allow_mass_delete", "time_zone", "mailbox_kind"}
@@ -356,7 +399,10 @@ STORE_KEYS = {"path", "retention_days"}
 NOTIFY_KEYS = {"block"} | _secret_keys("webhook_url")
 LOG_KEYS = {"file", "level"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-SECTIONS = ("store", "salesforce", "exchange", "graph", "sync", "users", "notify", "log")
+SCALE_KEYS = {"task_runner", "dask_address", "shard_size", "max_parallel_shards"}
+TASK_RUNNERS = ("thread", "dask")
+MAX_PARALLEL = 64  # mailboxes in flight per service, at most (EWS's default EWSMaxConcurrency is 27)
+SECTIONS = ("store", "salesforce", "exchange", "graph", "sync", "users", "notify", "log", "scale")
 
 
 def _table(raw: Any, where: str, errors: _Errors, missing: str | None = None) -> dict | None:
@@ -420,6 +466,7 @@ def _exchange(raw: Any, env: dict[str, str], base: Path | None = None) -> Exchan
         password=e.run(_secret, raw, "password", where, env, True, base),
         auth_type=e.run(_choice, raw, "auth_type", where, EWS_AUTHS, "ntlm"),
         max_retry_wait_s=e.run(_seconds, raw, "max_retry_wait_s", where, 60),
+        max_parallel_mailboxes=e.run(_parallel, raw, where, 16),
     )
     e.raise_if_any()
     return ExchangeSettings(**settings)
@@ -468,6 +515,7 @@ def _graph(raw: Any, env: dict[str, str], base: Path) -> GraphSettings:
         ca_file=e.run(_ca_file, raw, where, base),
         max_retry_wait_s=e.run(_seconds, raw, "max_retry_wait_s", where, 60),
         internal_domains=tuple(d.strip().lower().lstrip("@") for d in domains),
+        max_parallel_mailboxes=e.run(_parallel, raw, where, 16),
     )
     e.raise_if_any()
     return GraphSettings(**settings)
@@ -617,6 +665,30 @@ def _log(raw: Any, base: Path) -> LogSettings:
     return LogSettings(file=path, level=level)
 
 
+def _scale(raw: Any) -> ScaleSettings:
+    e = _Errors()
+    raw = _table(raw, "scale", e)
+    if raw is None:
+        e.raise_if_any()
+    _unknown_keys(raw, "scale", SCALE_KEYS, e)
+    runner = e.run(_choice, raw, "task_runner", "scale", TASK_RUNNERS, "thread")
+    address = raw.get("dask_address", "")
+    if not isinstance(address, str) or (address.strip() and "://" not in address):
+        e.add(f"[scale] dask_address: expected the Dask scheduler's address like \"tcp://scheduler:8786\" (empty:"
+              f" a local cluster for the run), got {address!r}")
+        address = ""
+    if "dask_address" in raw and runner != "dask":
+        e.add("[scale] dask_address: only used with task_runner = \"dask\"; set that too, or remove the address")
+    settings = dict(
+        task_runner=runner, dask_address=address.strip(),
+        shard_size=e.run(_whole, raw, "shard_size", "scale", 200, 1, 100_000, "mailboxes per shard task"),
+        max_parallel_shards=e.run(_whole, raw, "max_parallel_shards", "scale", 4, 1, MAX_PARALLEL,
+                                  "shard tasks running at once"),
+    )
+    e.raise_if_any()
+    return ScaleSettings(**settings)
+
+
 def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; ``ConfigError`` lists every error it has. ``env`` defaults to the
     process environment; relative paths are relative to ``base`` (the config file's folder)."""
@@ -641,6 +713,7 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
     users = e.run(_users, raw.get("users"), default_kind, configured)
     notify = e.run(_notify, raw.get("notify"), env, base)
     log_settings = e.run(_log, raw.get("log"), base)
+    scale = e.run(_scale, raw.get("scale"))
     e.raise_if_any()
     return Config(
         store_path=store[0],
@@ -652,6 +725,7 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, base: Path | None
         retention_days=store[1],
         notify=notify,
         log=log_settings,
+        scale=scale,
     )
 
 

@@ -57,10 +57,16 @@ class Connections:
     salesforce: SalesforceConnector
     mail: Mailboxes  # every user's mailbox, through the connector of its kind
     sf_calls: list[int] = field(default_factory=lambda: [0])  # Salesforce HTTP calls this run
+    # mailboxes in flight at once per kind (flows.parallel; empty: its default for each)
+    parallel: dict[str, int] = field(default_factory=dict)
+    # mailbox calls made elsewhere for this run (shard tasks on a Dask cluster), per kind
+    remote_calls: dict[str, int] = field(default_factory=dict)
 
     def api_calls(self) -> dict[str, int | None]:
         """The calls made so far, as ``Store.finish_run`` takes them (None: that service was not used)."""
         by_kind = self.mail.api_calls_by_kind()
+        for kind, n in self.remote_calls.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
         return {"sf_api_calls": self.sf_calls[0], "ews_api_calls": by_kind.get("ews"),
                 "graph_api_calls": by_kind.get("graph")}
 
@@ -108,7 +114,7 @@ def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, 
             e = cfg.exchange
             out["ews"] = ExchangeConnector(e.endpoint, e.username, e.password.get(), auth_type=e.auth_type,
                                            time_zones=zones, batch_size=min(cfg.sync.batch_size, 100),
-                                           max_wait_s=e.max_retry_wait_s)
+                                           max_wait_s=e.max_retry_wait_s, **_ews_pool(e.max_parallel_mailboxes))
         if "graph" in kinds:
             out["graph"] = _graph_connector(cfg, zones)
     except Exception:
@@ -116,6 +122,14 @@ def mailbox_connectors(cfg: Config, kinds: set[str] | None = None) -> dict[str, 
             c.close()
         raise
     return out
+
+
+def _ews_pool(limit: int) -> dict:
+    """exchangelib's session pool as large as the mailboxes in flight (its default is one session, which would
+    make parallel reads wait on each other), where the connector takes the setting."""
+    import inspect
+
+    return {"max_connections": limit} if "max_connections" in inspect.signature(ExchangeConnector).parameters else {}
 
 
 def _graph_connector(cfg: Config, zones: dict[str, str]) -> MailboxConnector:
@@ -154,7 +168,7 @@ def connect(cfg: Config) -> Connections:
         for c in connectors.values():
             c.close()
         raise
-    return Connections(sf, mail, calls)
+    return Connections(sf, mail, calls, parallel=cfg.parallel_limits())
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -211,14 +225,16 @@ def directory_for(conns: Connections, events: pl.DataFrame, users: pl.DataFrame)
 
 
 def extract(cfg: Config, conns: Connections, store: Store, today: date,
-            progress: Progress | None = None, full_read: bool = False, now: datetime | None = None) -> Extracted:
+            progress: Progress | None = None, full_read: bool = False, now: datetime | None = None,
+            shards=None) -> Extracted:
     """Read both calendars of every enabled user (one query for all on Salesforce), plus every
     paired event that left the window (by id, so a missing one is a confirmed deletion).
 
     Mailboxes are read incrementally where the store's record of their last read can be trusted (same kind,
     same row format, a full read within FULL_READ_EVERY of ``now``): only new and changed items are fetched,
     the others' rows come from that read's snapshot, so this run's snapshot is as complete as a full read's.
-    ``full_read`` reads every mailbox in full."""
+    ``full_read`` reads every mailbox in full. ``shards`` (``flows.shards.DaskShards``): the mailboxes are read
+    in shards on a Dask cluster instead of this process's threads; the result is the same."""
     notes: list[dict] = []
     org = conns.salesforce.org_info()
     users, user_notes = users_frame(cfg, conns)
@@ -244,8 +260,12 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         kinds, row_format(), (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
     # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
     known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
-    email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.mail, users, mine, w_start, w_end, progress, known, trusted)
+    if shards is not None:
+        email_events, email_notes, failed_users, unreadable = merge_reads(users, shards.read(
+            users, mine, w_start, w_end, known, trusted, conns.parallel, progress))
+    else:
+        email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
+            conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
     notes.extend(email_notes)
     # (the digests reused private rows brought along; null elsewhere: normalise computes them)
     events = pl.concat([conform(sf_events, ROW_SCHEMA), conform(email_events, ROW_SCHEMA)])
@@ -301,35 +321,76 @@ def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: d
 def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
                        w_start: datetime, w_end: datetime, progress: Progress | None = None,
                        known: pl.DataFrame | None = None, trusted: set[str] = frozenset(),
+                       limits: dict[str, int] | None = None,
                        ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """Read each mailbox on its own, so one mailbox's trouble (access refused, no such mailbox) leaves the
     other users syncing; incrementally where its last read is ``trusted`` (``known``: those reads' rows).
+    Mailboxes are read in parallel, at most ``limits[kind]`` per service at once (``flows.parallel``: it backs
+    off when a service throttles); the results are put together in the users' order, as one at a time would.
     Returns (events, notes, failed users, unreadable ids)."""
-    frames, notes, failed, unreadable = [], [], set(), set()
-    first_error: FatalError | None = None
+    results = read_mailboxes(mail, users, pairs, w_start, w_end, progress, known, trusted, limits)
+    return merge_reads(users, results)
+
+
+def read_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame, w_start: datetime,
+                   w_end: datetime, progress: Progress | None = None, known: pl.DataFrame | None = None,
+                   trusted: set[str] = frozenset(), limits: dict[str, int] | None = None,
+                   ) -> list[tuple[pl.DataFrame, list[dict], set[str]] | FatalError]:
+    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids), or the ``FatalError`` that kept
+    the mailbox from being read. A ``RetriableError`` still unresolved after the pool's retry is raised."""
+    from flows.parallel import Job, run_pool
+
     # split once (not a filter of the whole table per user)
     confirm_of = dict(pairs.select("user_key", "email_id").drop_nulls().group_by("user_key").agg("email_id")
                       .iter_rows()) if pairs.height else {}
     known_of = ({m: f for (m,), f in known.partition_by("mailbox", as_dict=True).items()}
                 if known is not None and known.height else {})
-    for i, (user_key, mailbox) in enumerate(users.select("user_key", "mailbox").iter_rows()):
-        if progress:
-            progress("read mailboxes", i, users.height)
+    kind_of = getattr(mail, "kind_of", None)
+
+    def job(user_key: str, mailbox: str) -> Callable[[], object]:
         base = (known_of.get(mailbox, known.head(0)) if known is not None else None) if mailbox in trusted else None
-        try:
-            events, user_notes, user_unreadable = read_mailbox(
-                mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
-        except FatalError as exc:
-            first_error = first_error or exc
+
+        def read() -> tuple[pl.DataFrame, list[dict], set[str]] | FatalError:
+            try:
+                return read_mailbox(mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
+            except FatalError as exc:
+                return exc
+        return read
+
+    rows = users.select("user_key", "mailbox").rows()
+    jobs = [Job((kind_of(m) if kind_of else None) or getattr(mail, "kind", "ews"), job(u, m)) for u, m in rows]
+    done = [0]
+
+    def counted(_i: int, _result: object) -> None:
+        done[0] += 1
+
+    def tick() -> None:
+        if progress:
+            progress("read mailboxes", done[0], len(jobs))
+
+    tick()
+    results = run_pool(jobs, limits or {}, retries=1, on_result=counted, tick=tick)
+    tick()
+    return results
+
+
+def merge_reads(users: pl.DataFrame, results: list) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+    """The per-user results of ``read_mailboxes`` as (events, notes, failed users, unreadable ids); a mailbox
+    that could not be read is noted and its user left out. Raises the first error when nobody could be read
+    (the credentials or the server, not one mailbox)."""
+    frames, notes, failed, unreadable = [], [], set(), set()
+    first_error: FatalError | None = None
+    for (user_key, mailbox), result in zip(users.select("user_key", "mailbox").rows(), results):
+        if isinstance(result, FatalError):
+            first_error = first_error or result
             failed.add(user_key)
             notes.append(_note(user_key, "refused", "mailbox_unreadable",
-                               f"could not read mailbox {mailbox}: {exc}; this user is not synced this run"))
+                               f"could not read mailbox {mailbox}: {result}; this user is not synced this run"))
             continue
+        events, user_notes, user_unreadable = result
         frames.append(events)
         notes.extend(user_notes)
         unreadable |= user_unreadable
-    if progress:
-        progress("read mailboxes", users.height, users.height)
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
     events = pl.concat(frames) if frames else empty(ROW_SCHEMA)
@@ -409,9 +470,10 @@ def _no_call_outcomes(deltas: pl.DataFrame) -> pl.DataFrame:
 
 def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl.DataFrame,
          pairs: pl.DataFrame, users: pl.DataFrame, refresh: pl.DataFrame | None = None,
-         progress: Progress | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+         progress: Progress | None = None, shards=None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Apply ``deltas`` side by side; after each side, record its outcomes and the pair state they
-    justify in one transaction. Returns (all outcomes, new pairs)."""
+    justify in one transaction. Returns (all outcomes, new pairs). Email deltas are written mailboxes in
+    parallel (``flows.parallel``), or in shards on a Dask cluster with ``shards``."""
     # Stored hashes of pairs whose sides changed with nothing to write (see reconcile's pair_refresh).
     current = apply_outcomes(pairs, deltas.head(0), empty(OUTCOME_SCHEMA), run_id, refresh=refresh)
     all_outcomes: list[pl.DataFrame] = []
@@ -430,8 +492,13 @@ def load(store: Store, run_id: str, conns: Connections, org: OrgInfo, deltas: pl
         return conns.salesforce.apply(d, org, progress=cb)
 
     def _em(d: pl.DataFrame) -> pl.DataFrame:
+        from flows.parallel import apply_in_parallel
+
         cb = (lambda done, total: progress("write email", done, total)) if progress else None
-        return conns.mail.apply(d, internal=internal, send_external=opted_in, progress=cb)
+        if shards is not None:
+            return shards.write(conns.mail, d, sorted(internal), sorted(opted_in), conns.parallel, progress=cb)
+        return apply_in_parallel(conns.mail, d, internal=sorted(internal), send_external=sorted(opted_in),
+                                 limits=conns.parallel, progress=cb)
 
     if sf_deltas.height:
         steps.append(("salesforce", sf_deltas, _sf))

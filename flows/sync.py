@@ -12,6 +12,7 @@ finds (or starts) the Prefect API first (``flows.prefect_api``).
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
 # signature, and a served run (which unpickles the flow) must be able to resolve `date`.
+import contextlib
 import dataclasses
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -60,10 +61,10 @@ def run_sync(
     today = today or datetime.now(timezone.utc).date()
     run_id = run_id or pipeline.new_run_id()
     stage = stage or (lambda _name, fn, *args: fn(*args))
-    with recorded_run(cfg, "sync", today, run_id, lock_wait_s) as run:
+    with recorded_run(cfg, "sync", today, run_id, lock_wait_s) as run, _cluster(cfg, run) as shards:
         store, conns = run.store, run.conns
         run.stage = "extract"
-        ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress, full_read)
+        ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress, full_read, None, shards)
         run.stage = "snapshot"
         events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
         run.stage = "reconcile"
@@ -73,12 +74,28 @@ def run_sync(
         run.stage = "load"
         outcomes, _pairs = stage(
             "load", pipeline.load, store, run_id, conns, ex.org, result.deltas, store.pairs(),
-            ex.users, result.pair_refresh, progress,
+            ex.users, result.pair_refresh, progress, shards,
         )
         pipeline.record_mailbox_kinds(store, conns, ex.users, run_id)
         summary = run.finish(result.deltas, outcomes)
         pipeline.retention(cfg, store)
         return summary
+
+
+@contextlib.contextmanager
+def _cluster(cfg: Config, run):
+    """The Dask cluster the run's mailbox shards go to ([scale] task_runner = "dask"), or None: the thread runner.
+    Its shard tasks' calls are counted with the run's."""
+    from flows.shards import DaskShards
+
+    shards = DaskShards.for_config(cfg)
+    if shards is None:
+        yield None
+        return
+    run.stage = "connect"
+    with shards:
+        run.conns.remote_calls = shards.calls
+        yield shards
 
 
 def _final_state(summary: dict):
