@@ -379,8 +379,10 @@ def measure(folder: Path, args: argparse.Namespace, name: str) -> None:
 
 
 def ab(plan, old, new_result, repeat: int) -> None:
-    """A/B in this process: the reconcile at --ab (old) and transforms.reconcile (new), interleaved (the order
-    alternates each round), medians; and whether their outputs are identical."""
+    """A/B in this process: the reconcile at --ab (old) and transforms.reconcile (new), in ``repeat`` rounds of one
+    run each (the order alternates each round, so neither always runs second); the medians of each, and the
+    median of the rounds' new/old ratios (a load swing hits both runs of a round alike); and whether their outputs
+    are identical."""
     old_result = plan(old)
     same_result(new_result, old_result, "new vs old")
     del old_result
@@ -391,7 +393,9 @@ def ab(plan, old, new_result, repeat: int) -> None:
             plan(old if label == "old" else None)
             times[label].append(time.perf_counter() - t)
     old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
-    print(f"A/B, {repeat} interleaved rounds, medians: new / old = {new_s / old_s:.3f}x (load average {_load()})")
+    paired = statistics.median(n / o for n, o in zip(times["new"], times["old"]))
+    print(f"A/B, {repeat} alternating rounds: new / old = {new_s / old_s:.3f}x (medians), {paired:.3f}x (median of "
+          f"the rounds' ratios; load average {_load()})")
 
 
 def _load() -> str:

@@ -19,7 +19,7 @@ from datetime import date
 import polars as pl
 
 from transforms.normalise import normalise
-from transforms.reconcile import EM, SF, ReconcileResult, Settings, _group_designation, prepare_users, reconcile
+from transforms.reconcile import EM, SF, ReconcileResult, Settings, prepare_users, reconcile
 from transforms.schema import (
     DELTA_SCHEMA,
     EVENT_SCHEMA,
@@ -31,6 +31,7 @@ from transforms.schema import (
     conform,
     empty,
 )
+from transforms.stages.groups import group_designation
 
 ONE_WAY = {SF: "salesforce_to_email", EM: "email_to_salesforce"}
 REASON_PREFIX = "manual:"
@@ -116,7 +117,7 @@ def push_one(
         sf_all = ev.filter(pl.col("side") == SF)
         bound = conform(pairs, PAIR_SCHEMA).filter(pl.col("sf_id").is_not_null()).select(
             "user_key", pl.col("sf_id").alias("native_id"))
-        groups = _group_designation(sf_all, bound, real)
+        groups = group_designation(sf_all, bound, real)
         mine_g = groups.filter(
             (pl.col("org") == (row["organizer_email"] or "").lower()) & (pl.col("key") == row["key"]))
         if mine_g.height:
