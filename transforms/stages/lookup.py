@@ -3,6 +3,7 @@ and the pairs whose user switched mailbox (C17)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import polars as pl
@@ -32,7 +33,9 @@ def look_up_pairs(run: Run, pairs: pl.DataFrame) -> StoredPairs:
     switched = pl.col("mailbox").is_not_null() & pl.col("_u_mailbox").is_not_null() & (pl.col("mailbox") != pl.col("_u_mailbox"))
     moved, active = (p.filter(switched), p.filter(~switched)) if p.select(switched.any()).item() else (p.clear(), p)
     h2 = second_id_hash(run.narrow)
-    sf_rid, em_rid = (_find(run, active, side, id_col, h2) for side, id_col in ((SF, "sf_id"), (EM, "email_id")))
+    # the two sides' lookups side by side: independent, mostly single-threaded in polars (steady A/B against main: 1.05x without, 1.03x with)
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        sf_rid, em_rid = ex.map(lambda side, id_col: _find(run, active, side, id_col, h2), (SF, EM), ("sf_id", "email_id"))
     nw = run.narrow
     active = active.hstack([
         sf_rid, em_rid,
