@@ -7,7 +7,6 @@ position only for the few rows a run writes (``Rows``).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import polars as pl
@@ -89,8 +88,7 @@ class Rows:
     """The wide columns (``WIDE``: long strings, lists of structs) of the events a run may read, copied once.
 
     Gathering those straight from a many-chunk frame costs ~2-4 us a row in polars, so the rows needed are
-    filtered out in one ordered pass (the two halves side by side: a list column filters on one core) into a
-    single-chunk copy, and ``take`` gathers from that copy by position.
+    filtered out in one ordered pass into a single-chunk copy, and ``take`` gathers from that copy by position.
     """
 
     def __init__(self, frame: pl.DataFrame, *rids: pl.Series) -> None:
@@ -98,14 +96,7 @@ class Rows:
             pl.concat([r.cast(pl.UInt32) for r in rids]).drop_nulls(), True)
         self._mask = mask
         self._pos_of = (mask.cum_sum() - 1).cast(pl.UInt32)  # a kept row's position in the copy
-        wide = frame.select(WIDE)
-        half = (frame.height + 1) // 2
-        if half < 100_000:
-            self._sub = wide.filter(mask).rechunk()
-        else:
-            with ThreadPoolExecutor(max_workers=2) as ex:
-                halves = list(ex.map(lambda i: wide.slice(i, half).filter(mask.slice(i, half)), (0, half)))
-            self._sub = pl.concat(halves, rechunk=True)
+        self._sub = frame.select(WIDE).filter(mask).rechunk()
 
     def take(self, cols: list[str], *rids: pl.Series) -> list[pl.DataFrame]:
         """``cols`` at the event positions of each of ``rids`` (null where the rid is null); every rid must be

@@ -4,8 +4,6 @@ limits (C19, ``transforms.text``), and the projected content hash that C7 compar
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import polars as pl
 
 from transforms import invitees as inv
@@ -76,11 +74,7 @@ def _cross_bodies(cross: pl.DataFrame, run: Run) -> list[pl.DataFrame]:
            EM: lambda w: inv.salesforce_to_email(w, run.directory, run.synced)}
     by_side = {SF: cross.filter(pl.col("target_side") == SF), EM: cross.filter(pl.col("target_side") != SF)}
     by_side = {side: rows for side, rows in by_side.items() if not rows.is_empty()}
-    # the two directions are independent chains of many small polars steps (several single-threaded): run
-    # them side by side (polars releases the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {side: pool.submit(fns[side], rows) for side, rows in by_side.items()}
-        shaped_by_side = {side: f.result() for side, f in futures.items()}
+    shaped_by_side = {side: fns[side](rows) for side, rows in by_side.items()}
     parts = []
     for side, rows in by_side.items():
         rows = rows.hstack(conform(shaped_by_side[side], _SHAPED))  # one row per input row, in order
