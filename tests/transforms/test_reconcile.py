@@ -1,4 +1,4 @@
-"""One test per sync rule (DESIGN.md R*/C*), on small hand-written frames."""
+"""One test per sync rule (R*/C* as docs/rules.md defines them), on small hand-written frames."""
 
 
 import polars as pl

@@ -82,7 +82,7 @@ def pair_deltas(sy: pl.DataFrame) -> pl.DataFrame:
 
 
 def write_deltas(writes: pl.DataFrame) -> pl.DataFrame:
-    """The ``update`` and ``create`` deltas, with their payload and the reason they are written."""
+    """The ``update`` and ``create`` deltas (R7, C7, R14/C16), with their payload and the reason they are written."""
     return writes.select(
         "user_key", "pair_id",
         pl.col("kind").alias("op"),
