@@ -58,3 +58,27 @@ def test_nothing_in_transforms_or_the_docs_cites_a_file_outside_the_repository()
     files = [*TRANSFORMS.rglob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
     outside = [str(p.relative_to(ROOT)) for p in files if re.search(r"DESIGN(\.md)?\b|STYLE\.md|API-FACTS", p.read_text())]
     assert not outside, f"these cite files that are not in the repository: {outside}"
+
+
+def _test_table() -> dict[str, str]:
+    """docs/rules.md's "Where each rule is tested": {rule cell: tests cell}."""
+    text = (ROOT / "docs" / "rules.md").read_text().split("## Where each rule is tested", 1)[1]
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", text, re.M)
+    return {rule: cell for rule, cell in rows if rule not in ("rule", "---")}
+
+
+def test_the_docs_say_where_each_rule_is_tested_and_those_tests_exist():
+    table = _test_table()
+    listed = {f"{k}{n}" for rule in table for k, n in RULE_ID.findall(rule)}
+    assert listed == {f"R{i}" for i in range(1, 19)} | {f"C{i}" for i in range(1, 25)}
+    missing = []
+    for rule, cell in table.items():
+        for part in cell.split("; "):
+            path, names = part.split(": ", 1)
+            source = ROOT / path.strip("`")
+            if not source.is_file():
+                missing.append(f"{rule}: {path}")
+                continue
+            defined = set(re.findall(r"^def (test_\w+)", source.read_text(), re.M))
+            missing += [f"{rule}: {path}::{n}" for n in re.findall(r"`(test_\w+)`", names) if n not in defined]
+    assert not missing, "docs/rules.md names tests that do not exist:\n" + "\n".join(missing)
