@@ -14,16 +14,26 @@ guard):
   edited and 1% deleted: 90,000 creates and 68,000 updates to shape.
 
 Prints the generator's peak RSS; then, in a fresh process that loads the generated frames (so neither the
-generator's peak nor the memory its allocator keeps is counted), the best wall time of normalise+reconcile,
-reconcile's peak RSS increase over the loaded inputs (VmHWM, reset after loading; tracemalloc does not see
-polars' Rust allocations; the previous repetition's result is dropped first, as a run holds one) and, as a
-baseline ratio, the time of a plain join of the same frames.
+generator's peak nor the memory its allocator keeps is counted), normalise+reconcile's peak RSS increase over
+the loaded inputs (VmHWM, reset after loading; tracemalloc does not see polars' Rust allocations; the previous
+repetition's result is dropped first, as a run holds one), and ratios of median times measured in that same
+process, with the load average: against (a) the bare composite-key join of the pairs to both sides' events and
+(b) a straightforward per-user planner in plain Python (``python_planner``); and CPU seconds per 1,000 users.
+Absolute wall times swing with the machine's load; ratios taken in one process hold.
+
+Refactoring the planner: ``--save-output DIR`` keeps each scenario's whole ReconcileResult (the output oracle),
+``--check-output DIR`` compares a later version with it (frame by frame, row order included), and ``--ab OLD.py``
+times a copy of an earlier ``transforms/reconcile.py`` against the current one in the same process (interleaved
+rounds, medians) and checks that both plan the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transforms.normalise import normalise
 from transforms.reconcile import Settings, reconcile
 from transforms.schema import DIRECTORY_SCHEMA, EVENT_SCHEMA, INVITEE, PAIR_SCHEMA, USER_SCHEMA, conform
+from transforms.window import window_bounds
 
 TODAY = date(2025, 6, 15)
 N_CONTACTS = 50_000
@@ -219,44 +230,176 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def measure(folder: Path, repeat: int, target: bool = True) -> None:
+def _median_time(fn, repeat: int) -> tuple[float, object, float]:
+    """Median wall time of ``repeat`` calls of ``fn``, its last result, and the median CPU time of this process
+    (all threads) per call. The previous call's result is dropped first, as a run holds one."""
+    times, cpu, out = [], [], None
+    for _ in range(repeat):
+        out = None
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(times), out, statistics.median(cpu)
+
+
+def bare_join(events: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Baseline (a): the stored pairs left-joined to both sides' events on the composite key (user, native id)."""
+    sf = events.filter(pl.col("side") == "salesforce")
+    em = events.filter(pl.col("side") == "email")
+    return pairs.join(sf, left_on=["user_key", "sf_id"], right_on=["user_key", "native_id"], how="left").join(
+        em, left_on=["user_key", "email_id"], right_on=["user_key", "native_id"], how="left", suffix="_em"
+    )
+
+
+def python_planner(events: pl.DataFrame, pairs: pl.DataFrame, users: pl.DataFrame) -> dict[str, int]:
+    """Baseline (b): a straightforward per-user planner in plain Python of the core pairing, after the same
+    normalise (the key and content hash are polars digests either way). Per user: the stored pairs looked up by id
+    on both sides (R3), changed when a hash differs (R7), a side gone -> delete (R8); then the user's unpaired
+    in-window events by key: a key held twice on a side is blocked (R4), a key on both sides pairs (R3), the rest
+    is created. No direction, filter, privacy, group, invitee or payload rules: a floor for the real thing."""
+    ev = normalise(events)
+    lo, hi = (int(v.timestamp() * 1_000_000) for v in window_bounds(TODAY))
+    cols = ev.select("user_key", "side", "native_id", "key", "content_hash",
+                     pl.col("start").dt.epoch("us"), pl.col("end").dt.epoch("us")).get_columns()
+    by_user: dict[str, tuple[dict, dict]] = {u: ({}, {}) for u in users["user_key"].to_list()}
+    for user, side, nid, key, chash, start, end in zip(*(c.to_list() for c in cols)):
+        sides = by_user.get(user)
+        if sides is not None:
+            sides[side != "salesforce"][nid] = (key, chash, start < hi and end > lo)
+    pairs_by_user: dict[str, list[tuple]] = {}
+    for row in zip(*(pairs[c].to_list() for c in ("user_key", "sf_id", "email_id", "sf_hash", "email_hash"))):
+        pairs_by_user.setdefault(row[0], []).append(row[1:])
+    counts = dict.fromkeys(("keep", "update", "delete", "unpair", "pair", "create", "duplicate"), 0)
+    for user, (sf, em) in by_user.items():
+        bound: set[str] = set()
+        for sf_id, em_id, sf_hash, em_hash in pairs_by_user.get(user, ()):
+            s, e = sf.get(sf_id), em.get(em_id)
+            bound.update((sf_id, em_id))
+            if s and e:
+                counts["update" if (s[1] != sf_hash or e[1] != em_hash) and (s[2] or e[2]) else "keep"] += 1
+            elif s or e:
+                counts["delete" if (s or e)[2] else "keep"] += 1
+            else:
+                counts["unpair"] += 1
+        pool: list[dict[int, list[str]]] = [{}, {}]
+        for i, side in enumerate((sf, em)):
+            for nid, (key, _, inside) in side.items():
+                if inside and nid not in bound:
+                    pool[i].setdefault(key, []).append(nid)
+        for key in pool[0].keys() | pool[1].keys():
+            a, b = pool[0].get(key, []), pool[1].get(key, [])
+            if len(a) > 1 or len(b) > 1:
+                counts["duplicate"] += len(a) + len(b)
+            elif a and b:
+                counts["pair"] += 1
+            else:
+                counts["create"] += 1
+    return counts
+
+
+def _load_module(path: Path):
+    """The reconcile module at ``path`` (a copy of an earlier version), imported under a name of its own."""
+    spec = importlib.util.spec_from_file_location("reconcile_ab", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reconcile_ab"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+RESULT_PARTS = ("deltas", "notes", "pair_refresh", "events")
+
+
+def save_result(result, folder: Path) -> None:
+    """The output oracle: every frame of a ReconcileResult, as produced (in its order), to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_PARTS:
+        getattr(result, name).write_parquet(folder / f"{name}.parquet")
+
+
+def same_result(result, other, label: str) -> bool:
+    """Print and return whether two ReconcileResults are identical, frame by frame, row order included; on a
+    difference also whether they agree once sorted."""
+    ok = True
+    for name in RESULT_PARTS:
+        a, b = getattr(result, name), getattr(other, name)
+        if a.schema == b.schema and a.height == b.height and a.equals(b, null_equal=True):
+            continue
+        ok = False
+        sortable = [c for c, t in a.schema.items() if not isinstance(t, (pl.List, pl.Struct))]
+        sorted_eq = a.schema == b.schema and a.sort(sortable, nulls_last=True).equals(b.sort(sortable, nulls_last=True), null_equal=True)
+        print(f"  {label}: {name} DIFFERS ({a.height:,} vs {b.height:,} rows; equal once sorted: {sorted_eq})")
+    print(f"  {label}: {'identical' if ok else 'NOT identical'} (deltas, notes, pair_refresh, events)")
+    return ok
+
+
+class _Saved:
+    def __init__(self, folder: Path) -> None:
+        for name in RESULT_PARTS:
+            setattr(self, name, pl.read_parquet(folder / f"{name}.parquet"))
+
+
+def measure(folder: Path, args: argparse.Namespace, name: str) -> None:
     """Load the generated frames from ``folder`` and time normalise+reconcile; run in a process of its own so
-    that neither the generator's peak nor the memory its allocator keeps counts against reconcile."""
-    frames = {name: pl.read_parquet(folder / f"{name}.parquet") for name in ("events", "pairs", "users", "directory")}
+    that neither the generator's peak nor the memory its allocator keeps counts against reconcile. The
+    baselines run in this same process, right after, so their ratios hold whatever the machine's load."""
+    repeat = args.repeat
+    frames = {n: pl.read_parquet(folder / f"{n}.parquet") for n in ("events", "pairs", "users", "directory")}
     events, pairs, users, directory = frames["events"], frames["pairs"], frames["users"], frames["directory"]
     exact = reset_peak_rss()
     rss_inputs = _status_mib("VmRSS") or peak_rss_mib()
-    print(f"inputs loaded in a fresh process: {rss_inputs:.0f} MiB resident; running ...", flush=True)
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        result = None  # a run holds one result: the previous one is not part of this one's peak
-        t = time.perf_counter()
-        result = reconcile(events, pairs, users, directory, today=TODAY, settings=Settings())
-        best = min(best, time.perf_counter() - t)
-    assert result is not None
-    rec_peak = peak_rss_mib()
+    print(f"inputs loaded in a fresh process: {rss_inputs:.0f} MiB resident; load average {_load()}; running ...", flush=True)
 
-    base = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        sf = events.filter(pl.col("side") == "salesforce")
-        em = events.filter(pl.col("side") == "email")
-        pairs.join(sf, left_on=["user_key", "sf_id"], right_on=["user_key", "native_id"], how="left").join(
-            em, left_on=["user_key", "email_id"], right_on=["user_key", "native_id"], how="left", suffix="_em"
-        )
-        base = min(base, time.perf_counter() - t)
+    def plan(module=None):
+        return (module.reconcile if module else reconcile)(events, pairs, users, directory, today=TODAY, settings=Settings())
+
+    best, result, cpu_s = _median_time(plan, repeat)
+    rec_peak = peak_rss_mib()
+    join_s, _, _ = _median_time(lambda: bare_join(events, pairs), repeat)
+    py_s, py_counts, _ = _median_time(lambda: python_planner(events, pairs, users), max(1, min(repeat, 3)))
 
     d = result.deltas
     counts = dict(d.group_by("op").len().sort("op").iter_rows())
     kinds = dict(result.notes.group_by("kind").len().sort("kind").iter_rows())
     print(f"deltas: {d.height:,} {counts}")
     print(f"notes:  {result.notes.height:,} {kinds}; pair_refresh: {result.pair_refresh.height:,}")
-    aim = "target 1 s" if target else "a stress figure: the 1 s target is for steady"
-    print(f"normalise+reconcile: {best:.3f} s (best of {repeat}; {aim})")
-    print(f"reconcile peak RSS increase: {rec_peak - rss_inputs:.0f} MiB over the inputs' {rss_inputs:.0f} MiB "
-          f"(process peak {rec_peak:.0f} MiB; {'target 1024 MiB' if target else 'stress figure'})"
-          + ("" if exact else " [peak could not be reset]"))
-    print(f"baseline: pairs left-joined to both sides' events {base:.3f} s -> ratio {best / base:.1f}x")
+    print(f"python baseline's plan: {py_counts}")
+    print(f"normalise+reconcile: median of {repeat}; peak RSS increase {rec_peak - rss_inputs:.0f} MiB over the inputs' "
+          f"{rss_inputs:.0f} MiB" + ("" if exact else " [peak could not be reset]"))
+    print(f"ratios in this process (load average {_load()}): reconcile / bare composite-key join {best / join_s:.1f}x; "
+          f"per-user Python planner / reconcile {py_s / best:.1f}x; "
+          f"{cpu_s / users.height * 1000:.2f} CPU s per 1,000 users")
+    if args.save_output:
+        save_result(result, args.save_output / name)
+        print(f"  output saved to {args.save_output / name}")
+    if args.check_output:
+        same_result(result, _Saved(args.check_output / name), f"against {args.check_output / name}")
+    if args.ab:
+        ab(plan, _load_module(args.ab), result, repeat)
+
+
+def ab(plan, old, new_result, repeat: int) -> None:
+    """A/B in this process: the reconcile at --ab (old) and transforms.reconcile (new), in ``repeat`` rounds of one
+    run each (the order alternates each round, so neither always runs second); the medians of each, and the
+    median of the rounds' new/old ratios (a load swing hits both runs of a round alike); and whether their outputs
+    are identical."""
+    old_result = plan(old)
+    same_result(new_result, old_result, "new vs old")
+    del old_result
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for i in range(repeat):
+        for label in (("old", "new") if i % 2 == 0 else ("new", "old")):
+            t = time.perf_counter()
+            plan(old if label == "old" else None)
+            times[label].append(time.perf_counter() - t)
+    old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
+    paired = statistics.median(n / o for n, o in zip(times["new"], times["old"]))
+    print(f"A/B, {repeat} alternating rounds: new / old = {new_s / old_s:.3f}x (medians), {paired:.3f}x (median of "
+          f"the rounds' ratios; load average {_load()})")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -267,30 +410,45 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scenario", choices=[*SCENARIOS, "both"], default="both",
                     help="what changed since the last run (default: both; the 1 s target is for steady)")
+    ap.add_argument("--save-output", type=Path, metavar="DIR",
+                    help="the output oracle: save each scenario's ReconcileResult under DIR/<scenario>/")
+    ap.add_argument("--check-output", type=Path, metavar="DIR",
+                    help="compare each scenario's ReconcileResult with the one saved under DIR/<scenario>/")
+    ap.add_argument("--ab", type=Path, metavar="OLD.py",
+                    help="A/B: also time a copy of an earlier transforms/reconcile.py (e.g. `git show "
+                         "main:transforms/reconcile.py > /tmp/old.py`) in the same process, and compare outputs")
+    ap.add_argument("--inputs", type=Path, metavar="DIR",
+                    help="keep the generated inputs under DIR/<scenario>/ and reuse them on later calls (same arguments!)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measuring child process
     args = ap.parse_args()
     if args.measure is not None:
-        measure(args.measure, args.repeat, target=args.scenario in ("steady", "both"))
+        measure(args.measure, args, args.scenario)
         return
 
     names = list(SCENARIOS) if args.scenario == "both" else [args.scenario]
     for name in names:
-        scenario = SCENARIOS[name]
-        print(f"== scenario {name}: {scenario.text}", flush=True)
-        t = time.perf_counter()
-        events, pairs, users, directory = generate(args.users, args.events, args.seed, scenario)
-        gen_s = time.perf_counter() - t
-        print(f"generated {events.height:,} events, {pairs.height:,} pairs, {users.height:,} users, "
-              f"{directory.height:,} directory rows in {gen_s:.1f} s (generator peak RSS {peak_rss_mib():.0f} MiB)")
+        print(f"== scenario {name}: {SCENARIOS[name].text}", flush=True)
         with tempfile.TemporaryDirectory(prefix="calsync-bench-") as tmp:
-            folder = Path(tmp)
-            for frame_name, frame in (("events", events), ("pairs", pairs), ("users", users), ("directory", directory)):
-                frame.write_parquet(folder / f"{frame_name}.parquet")
-            del events, pairs, users, directory
+            folder = args.inputs / name if args.inputs else Path(tmp)
+            if not (folder / "directory.parquet").exists():
+                generate_to(folder, args, SCENARIOS[name])
             sys.stdout.flush()
+            extra = [a for flag in ("save_output", "check_output", "ab") if getattr(args, flag)
+                     for a in (f"--{flag.replace('_', '-')}", str(getattr(args, flag).resolve()))]
             subprocess.run([sys.executable, __file__, "--measure", str(folder), "--repeat", str(args.repeat),
-                            "--scenario", name], check=True)
+                            "--scenario", name, *extra], check=True)
 
+
+def generate_to(folder: Path, args: argparse.Namespace, scenario: Scenario) -> None:
+    """Generate a scenario's input frames into ``folder`` (as parquet)."""
+    t = time.perf_counter()
+    events, pairs, users, directory = generate(args.users, args.events, args.seed, scenario)
+    gen_s = time.perf_counter() - t
+    print(f"generated {events.height:,} events, {pairs.height:,} pairs, {users.height:,} users, "
+          f"{directory.height:,} directory rows in {gen_s:.1f} s (generator peak RSS {peak_rss_mib():.0f} MiB)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame_name, frame in (("events", events), ("pairs", pairs), ("users", users), ("directory", directory)):
+        frame.write_parquet(folder / f"{frame_name}.parquet")
 
 if __name__ == "__main__":
     main()

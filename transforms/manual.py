@@ -19,7 +19,7 @@ from datetime import date
 import polars as pl
 
 from transforms.normalise import normalise
-from transforms.reconcile import EM, SF, ReconcileResult, Settings, _group_designation, prepare_users, reconcile
+from transforms.reconcile import EM, SF, ReconcileResult, Settings, prepare_users, reconcile
 from transforms.schema import (
     DELTA_SCHEMA,
     EVENT_SCHEMA,
@@ -31,6 +31,7 @@ from transforms.schema import (
     conform,
     empty,
 )
+from transforms.stages.groups import group_designation
 
 ONE_WAY = {SF: "salesforce_to_email", EM: "email_to_salesforce"}
 REASON_PREFIX = "manual:"
@@ -108,38 +109,8 @@ def push_one(
         & ((pl.col("side") == SF) | pl.col("mailbox").is_null() | (pl.col("mailbox") == mailbox))
     )
 
-    # C15: a Salesforce group event's email meeting is written by its designated organizer only; anyone else
-    # can only link to the copy delivered to them.
-    link_only = None
-    if side == SF and row["key"] is not None:
-        real = prepare_users(users, today)
-        sf_all = ev.filter(pl.col("side") == SF)
-        bound = conform(pairs, PAIR_SCHEMA).filter(pl.col("sf_id").is_not_null()).select(
-            "user_key", pl.col("sf_id").alias("native_id"))
-        groups = _group_designation(sf_all, bound, real)
-        mine_g = groups.filter(
-            (pl.col("org") == (row["organizer_email"] or "").lower()) & (pl.col("key") == row["key"]))
-        if mine_g.height:
-            designated, delivered = mine_g["designated"][0], bool(mine_g["delivered"][0])
-            if delivered or (designated is not None and designated != user_key):
-                link_only = (
-                    f"group event: the meeting is written by {designated or 'its organizer'}'s sync and delivered to "
-                    f"{user_key}'s mailbox; this event links to that copy and is not created again (C15)"
-                )
-            elif row["is_child"] and designated is None:
-                link_only = "group event: a child event is never written and no synced organizer can write it (C15)"
-
-    # The one-event world: "all events", one way from the pushed side, the window around the event.
-    overridden = users.with_columns(
-        pl.when(pl.col("user_key") == user_key).then(pl.lit(ONE_WAY[side])).otherwise(pl.col("direction")).alias("direction"),
-        pl.when(pl.col("user_key") == user_key).then(pl.lit("all")).otherwise(pl.col("filter_mode")).alias("filter_mode"),
-        pl.when(pl.col("user_key") == user_key).then(pl.lit(None, dtype=pl.Date)).otherwise(pl.col("start_date")).alias("start_date"),
-        pl.when(pl.col("user_key") == user_key).then(pl.lit(False)).otherwise(pl.col("allow_mass_delete")).alias("allow_mass_delete"),
-    )
-    world = pl.concat([pushed, candidates]).select(list(EVENT_SCHEMA))
-    around = row["start"].date() if row["start"] is not None else today
-    res = reconcile(world, empty(PAIR_SCHEMA), overridden, directory, today=around, settings=settings)
-
+    link_only = _link_only(side, row, ev, pairs, users, today)
+    res = _one_event_world(side, row, pushed, candidates, users, directory, today, settings)
     deltas = res.deltas
     notes = [res.notes]
     if link_only is not None:
@@ -153,3 +124,40 @@ def push_one(
     out_notes = pl.concat([conform(n, NOTE_SCHEMA) for n in notes]).with_columns(pl.col("side").cast(Side))
     return ReconcileResult(deltas=conform(deltas, DELTA_SCHEMA), notes=out_notes, events=res.events,
                            pair_refresh=empty(PAIR_REFRESH_SCHEMA))
+
+
+def _link_only(side: str, row: dict, ev: pl.DataFrame, pairs: pl.DataFrame, users: pl.DataFrame, today: date) -> str | None:
+    """C15: a Salesforce group event's email meeting is written by its designated organizer only; anyone else
+    can only link to the copy delivered to them. The reason the pushed event only links, or None."""
+    if side != SF or row["key"] is None:
+        return None
+    bound = conform(pairs, PAIR_SCHEMA).filter(pl.col("sf_id").is_not_null()).select(
+        "user_key", pl.col("sf_id").alias("native_id"))
+    groups = group_designation(ev.filter(pl.col("side") == SF), bound, prepare_users(users, today))
+    mine_g = groups.filter((pl.col("org") == (row["organizer_email"] or "").lower()) & (pl.col("key") == row["key"]))
+    if not mine_g.height:
+        return None
+    designated, delivered = mine_g["designated"][0], bool(mine_g["delivered"][0])
+    if delivered or (designated is not None and designated != row["user_key"]):
+        return (f"group event: the meeting is written by {designated or 'its organizer'}'s sync and delivered to "
+                f"{row['user_key']}'s mailbox; this event links to that copy and is not created again (C15)")
+    if row["is_child"] and designated is None:
+        return "group event: a child event is never written and no synced organizer can write it (C15)"
+    return None
+
+
+def _one_event_world(side: str, row: dict, pushed: pl.DataFrame, candidates: pl.DataFrame, users: pl.DataFrame,
+                     directory: pl.DataFrame, today: date, settings: Settings) -> ReconcileResult:
+    """R18/C21: reconcile the pushed event and its candidates alone, its user set to "all events", one way from
+    the pushed side, the window around the event."""
+    user_key = row["user_key"]
+    me = pl.col("user_key") == user_key
+    overridden = users.with_columns(
+        pl.when(me).then(pl.lit(ONE_WAY[side])).otherwise(pl.col("direction")).alias("direction"),
+        pl.when(me).then(pl.lit("all")).otherwise(pl.col("filter_mode")).alias("filter_mode"),
+        pl.when(me).then(pl.lit(None, dtype=pl.Date)).otherwise(pl.col("start_date")).alias("start_date"),
+        pl.when(me).then(pl.lit(False)).otherwise(pl.col("allow_mass_delete")).alias("allow_mass_delete"),
+    )
+    world = pl.concat([pushed, candidates]).select(list(EVENT_SCHEMA))
+    around = row["start"].date() if row["start"] is not None else today
+    return reconcile(world, empty(PAIR_SCHEMA), overridden, directory, today=around, settings=settings)

@@ -6,7 +6,7 @@ side        ``salesforce`` or ``email``.
 user_key    a synced user's email address, lower-case. One Salesforce User and one mailbox each.
 native_id   the id of an event on its own side (Salesforce Event Id, or the EWS item id).
 version     the side's change token (SystemModstamp, ChangeKey). Never part of the content hash.
-pair        an event on each side of one user known to be the same meeting (DESIGN.md R3).
+pair        an event on each side of one user known to be the same meeting (R3).
 delta       one write (or pair-state change) the reconciler plans; the loader turns it into API calls
             and records an outcome for it.
 
@@ -56,7 +56,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "mailbox": pl.String,
 }
 
-# A pair as the store keeps it between runs (DESIGN.md "State in DuckDB").
+# A pair as the store keeps it between runs (the DuckDB table pairs, connectors/store.py).
 PAIR_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.String,
     "user_key": pl.String,

@@ -1,4 +1,4 @@
-"""The sync window (DESIGN.md R6, C1, C2)."""
+"""The sync window (R6, C1, C2 in docs/rules.md)."""
 
 from __future__ import annotations
 

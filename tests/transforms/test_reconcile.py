@@ -1,4 +1,4 @@
-"""One test per sync rule (DESIGN.md R*/C*), on small hand-written frames."""
+"""One test per sync rule (R*/C* as docs/rules.md defines them), on small hand-written frames."""
 
 
 import polars as pl
@@ -438,7 +438,8 @@ def test_generated_ids_are_fixed_width_hex_pinned_and_checked_for_collisions():
     import pytest
 
     from transforms.digest import hex64
-    from transforms.reconcile import _check_unique_ids, _hash_id_column
+    from transforms.stages.ids import check_unique_ids as _check_unique_ids
+    from transforms.stages.ids import hash_id_column as _hash_id_column
 
     df = pl.DataFrame({"user_key": ["a@x.example"] * 3, "sf_id": ["00U1", None, ""], "email_id": ["E1"] * 3})
     assert _hash_id_column(df, ["user_key", "sf_id", "email_id"], "pair").to_list() == [
