@@ -615,11 +615,32 @@ class BoundedRetry(FaultTolerance):
     - HTTP 401 is a login failure, never "throttling" (plain FaultTolerance retries it for max_wait);
     - the waits for one request add up to at most ``max_wait`` seconds (plain FaultTolerance only
       bounds each single wait, so a server that keeps asking for short back-offs is retried forever).
+
+    The policy is shared by every thread using the connector: a back-off the server asks for holds for all
+    of them (exchangelib's ``back_off_until``, which is what throttling means), while each thread's request
+    keeps its own tally of waits (a thread-local), so requests of other mailboxes never use up its patience.
     """
 
     def __init__(self, max_wait: float = 60) -> None:
         super().__init__(max_wait=max_wait)
-        self._waited = 0.0
+        self._tally = threading.local()
+
+    def __getstate__(self):  # exchangelib pickles nothing here, but FaultTolerance supports it: so do we
+        state = super().__getstate__()
+        state.pop("_tally", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._tally = threading.local()
+
+    @property
+    def _waited(self) -> float:
+        return getattr(self._tally, "waited", 0.0)
+
+    @_waited.setter
+    def _waited(self, value: float) -> None:
+        self._tally.waited = value
 
     def raise_response_errors(self, response):  # exchangelib's signature
         if response.status_code == 401:
