@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from exchangelib import errors as ews
-from exchangelib.ewsdatetime import EWSDateTime, EWSTimeZone, UnknownTimeZone
+from exchangelib.ewsdatetime import EWSTimeZone, UnknownTimeZone
 from exchangelib.services.common import EWSAccountService
 from exchangelib.util import MNS, TNS, safe_xml_value
 from lxml import etree
@@ -157,17 +157,18 @@ def calendar_folder(parent: Any, tag: str, mailbox: str) -> None:
     _sub(box, f"{T}MailboxType", text="Mailbox")
 
 
-def ews_datetime(value: dt.datetime) -> str:
-    """An aware datetime as EWS text, as exchangelib writes it (``EWSDateTime.ewsformat``)."""
-    return EWSDateTime.from_datetime(value).ewsformat()
+def utc_text(value: dt.datetime) -> str:
+    """An aware datetime as EWS text in UTC, as exchangelib's ``EWSDateTime.ewsformat`` writes it for UTC
+    (formatted here: glibc's strftime reads the machine's zone file on every call)."""
+    v = value.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
 
 def find_item_payload(mailbox: str, start: dt.datetime, end: dt.datetime, max_entries: int) -> Any:
     """FindItem with a CalendarView over [start, end) of the mailbox's calendar: ids, change keys, starts."""
     payload = etree.Element(f"{M}FindItem", {"Traversal": "Shallow"})
     _shape(payload, VIEW_URIS)
-    _sub(payload, f"{M}CalendarView", {"StartDate": ews_datetime(start.astimezone(UTC)),
-                                        "EndDate": ews_datetime(end.astimezone(UTC)),
+    _sub(payload, f"{M}CalendarView", {"StartDate": utc_text(start), "EndDate": utc_text(end),
                                         "MaxEntriesReturned": str(max_entries)})
     calendar_folder(payload, f"{M}ParentFolderIds", mailbox)
     return payload
@@ -400,8 +401,9 @@ class Person:
 
     def who(self) -> Who:
         """As written back (exchangelib's defaults for the parts the reply left out)."""
+        answered = parse_datetime(self.last_response_time)  # exchangelib re-writes the instant, or drops junk
         return Who(self.email or "", self.name, self.routing_type or "SMTP", self.mailbox_type or "Mailbox",
-                   self.response, self.last_response_time)
+                   self.response or "Unknown", utc_text(answered) if answered is not None else None)
 
 
 @dataclass(slots=True)

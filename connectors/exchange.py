@@ -335,11 +335,11 @@ def raw_to_row(item: ews_soap.RawItem, *, user_key: str, mailbox: str) -> dict:
     if uid and item.type in ("Occurrence", "Exception"):
         original = item.original_start or item.recurrence_id
         if original is not None:
-            uid = f"{uid}/{original.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            uid = f"{uid}/{ews_soap.utc_text(original)}"
         elif first is not None:
             uid = f"{uid}/{first.isoformat()}"
         else:
-            uid = f"{uid}/{item.start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            uid = f"{uid}/{ews_soap.utc_text(item.start)}"
     return {
         "side": "email",
         "user_key": user_key.lower(),
