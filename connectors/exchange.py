@@ -12,6 +12,12 @@ ChangeKey       the item's change token; it is the ``version`` of an email event
 internal        an attendee with a mailbox in the same Exchange organisation: a meeting sent to them
                 lands on their calendar. Everyone else is external (Contacts, Leads, customers).
 
+Requests: the calendar view, GetItem and the bulk writes are built and parsed with lxml (``connectors.ews_soap``,
+no exchangelib item objects) and sent through exchangelib's own services, so sessions, auth, retries and throttling
+stay exchangelib's; the calendar is addressed as the distinguished folder ``calendar`` with the mailbox, so a sync
+sends no GetFolder (``confirm`` asks for the calendar's id once per mailbox only when no view of that mailbox has
+named it). ``connectors.ews_reference`` keeps the old object-model read as the reference the tests hold this to.
+
 Reading (``read``, ``confirm``)
     One row of ``EVENT_SCHEMA`` per item overlapping the window (C1, checked again on the canonical
     values); ``confirm`` fetches paired items by id wherever they are in time. All-day items become
@@ -33,7 +39,7 @@ Writing (``apply``)
       that differ with ``ConflictResolution=NeverOverwrite`` and the planned ChangeKey, so an item
       edited since extract fails with ``changed_since_extract: ErrorIrresolvableConflict: ...`` (the
       next run re-plans it). Existing attendees keep their Attendee entries (responses); optional ones
-      stay optional. Every per-item error stays on its own delta (see ``_per_item``).
+      stay optional. Every per-item error stays on its own delta (see ``ews_soap._Raw``).
     - Deletes move the item to Deleted Items (recoverable); an item already gone counts as applied.
       DeleteItem has no conflict check, so a ChangeKey that moved since extract fails the delete
       (``changed_since_extract``) before it is sent.
