@@ -483,16 +483,22 @@ class Store:
         with self.transaction():
             self._write_pairs(new_pairs)
 
-    def known_rows(self, kinds: dict[str, str], fmt: int, full_since: datetime) -> pl.DataFrame:
-        """For incremental reads: the rows the last read of each mailbox kept (``kinds``: mailbox -> the kind it
-        is read through now), of mailboxes last read through that kind, in row format ``fmt``, and read in full
-        at or after ``full_since``. Private events never: their snapshots keep no details (R9)."""
+    def known_rows(self, kinds: dict[str, str], fmt: int, full_since: datetime) -> tuple[pl.DataFrame, set[str]]:
+        """For incremental reads (``kinds``: mailbox -> the kind it is read through now): the mailboxes whose last
+        read can be trusted (read through that kind, in row format ``fmt``, and read in full at or after
+        ``full_since``), and the rows their last read's snapshot kept. Private events never: their snapshots
+        keep no details (R9), so they are always read again."""
         if not kinds:
-            return empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+            return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
         want = pl.DataFrame({"mailbox": list(kinds), "kind": list(kinds.values())})
         self.con.register("_want", want.to_arrow())
         try:
-            return self._snapshot_events(
+            trusted = self.con.execute(
+                "SELECT m.mailbox, m.run_id FROM mailbox_reads m JOIN _want w ON w.mailbox = m.mailbox"
+                " AND w.kind = m.kind WHERE m.format = ? AND m.full_at >= ?", [fmt, full_since]).fetchall()
+            if not trusted:
+                return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
+            rows = self._snapshot_events(
                 "s.side = 'email' AND NOT coalesce(s.is_private, false) AND EXISTS (SELECT 1 FROM mailbox_reads m"
                 " JOIN _want w ON w.mailbox = m.mailbox AND w.kind = m.kind WHERE m.mailbox = s.mailbox"
                 " AND m.run_id = s.run_id AND m.format = ? AND m.full_at >= ?)",
@@ -500,6 +506,7 @@ class Store:
             )
         finally:
             self.con.unregister("_want")
+        return rows, {m for m, _run in trusted}
 
     def record_mailbox_reads(self, run_id: str, reads: dict[str, tuple[str, bool]], fmt: int,
                              now: datetime | None = None) -> None:

@@ -31,7 +31,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
         try:
             with TerminalProgress() as progress:
-                summary = run_sync(cfg, args.today, args.allow_deletes, progress=progress)
+                summary = run_sync(cfg, args.today, args.allow_deletes, progress=progress, full_read=args.full_read)
         except RunInProgress as exc:
             summary = {"status": "skipped", "message": str(exc)}
         except CalsyncError as exc:
@@ -41,7 +41,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             if (alert := notify.for_summary(summary)) is not None:
                 notify.send(cfg.notify, *alert)
     else:
-        summary = run_flow(args.config, args.today, args.allow_deletes)
+        summary = run_flow(args.config, args.today, args.allow_deletes, args.full_read)
     if summary["status"] == "skipped":
         print(f"calsync: skipped: {summary['message']}", file=sys.stderr)
         return 4
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--allow-deletes", action="store_true",
                    help="override the mass-deletion guard for this run")
+    p.add_argument("--full-read", action="store_true",
+                   help="read every mailbox in full, not only what changed since the last run")
     p.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     p.set_defaults(func=_cmd_sync)
 

@@ -36,6 +36,13 @@ from transforms.window import window_bounds
 Progress = Callable[[str, int, int], None]
 log = logging.getLogger("calsync")
 
+# Incremental reads (docs/scale.md): the version of how connectors shape a mailbox row. Bump it whenever a
+# connector changes what it puts in a row (a field added, a value shaped differently): rows a run kept in an
+# older format are not reused, so every mailbox's next read is a full one.
+ROW_FORMAT = 1
+# The safety net: each mailbox is read in full at least this often, whatever its change keys say.
+FULL_READ_EVERY = timedelta(hours=24)
+
 
 @dataclass
 class Connections:
@@ -155,6 +162,8 @@ class Extracted:
     directory: pl.DataFrame
     org: OrgInfo
     notes: pl.DataFrame = field(default_factory=lambda: empty(NOTE_SCHEMA))
+    # mailbox -> (kind, read in full?) of every mailbox this run read (recorded with its snapshot)
+    reads: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
 
 def _note(user_key: str, kind: str, reason: str, detail: str, side: str | None = None,
@@ -194,9 +203,14 @@ def directory_for(conns: Connections, events: pl.DataFrame, users: pl.DataFrame)
 
 
 def extract(cfg: Config, conns: Connections, store: Store, today: date,
-            progress: Progress | None = None) -> Extracted:
+            progress: Progress | None = None, full_read: bool = False, now: datetime | None = None) -> Extracted:
     """Read both calendars of every enabled user (one query for all on Salesforce), plus every
-    paired event that left the window (by id, so a missing one is a confirmed deletion)."""
+    paired event that left the window (by id, so a missing one is a confirmed deletion).
+
+    Mailboxes are read incrementally where the store's record of their last read can be trusted (same kind,
+    same row format, a full read within FULL_READ_EVERY of ``now``): only new and changed items are fetched,
+    the others' rows come from that read's snapshot, so this run's snapshot is as complete as a full read's.
+    ``full_read`` reads every mailbox in full."""
     notes: list[dict] = []
     org = conns.salesforce.org_info()
     users, user_notes = users_frame(cfg, conns)
@@ -217,8 +231,13 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         dict(zip(keys, users["sf_user_id"].to_list())), w_start, w_end,
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
+    kinds = {m: k for m in users["mailbox"].to_list() if (k := conns.mail.kind_of(m))}
+    known, trusted = (empty(EVENT_SCHEMA), set()) if full_read else store.known_rows(
+        kinds, ROW_FORMAT, (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
+    # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
+    known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
     email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-        conns.mail, users, mine, w_start, w_end, progress)
+        conns.mail, users, mine, w_start, w_end, progress, known, trusted)
     notes.extend(email_notes)
     events = pl.concat([conform(sf_events, EVENT_SCHEMA), conform(email_events, EVENT_SCHEMA)])
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
@@ -234,40 +253,61 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         pairs = pairs.join(held.select("pair_id"), on="pair_id", how="anti")
 
     directory = directory_for(conns, events, users)
+    reads = {m: (kinds[m], m not in trusted) for m in users["mailbox"].to_list() if m in kinds}
     return Extracted(events, pairs, users, directory, org,
-                     pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA))
+                     pl.DataFrame(notes, schema=NOTE_SCHEMA) if notes else empty(NOTE_SCHEMA), reads)
 
 
 def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: datetime, w_end: datetime,
-                 confirm: list[str]) -> tuple[pl.DataFrame, list[dict], set[str]]:
+                 confirm: list[str], known: pl.DataFrame | None = None,
+                 ) -> tuple[pl.DataFrame, list[dict], set[str]]:
     """One mailbox's view over the window, plus the paired ``confirm`` ids the view did not return, looked up
-    by id (found: still there, outside the window; not found: gone). Returns (events, notes, unreadable ids)."""
-    got = mail.read(user_key, mailbox, w_start, w_end)
-    seen = set(got.events["native_id"].to_list())
+    by id (found: still there, outside the window; not found: gone). Returns (events, notes, unreadable ids).
+
+    ``known``: the rows of this mailbox's last trusted read (incremental read). The items the view shows at the
+    version of their known row are not fetched: their known rows are used, when they overlap the window (C1)
+    or are among ``confirm`` (still in the calendar, outside the window)."""
+    versions = dict(zip(known["native_id"].to_list(), known["version"].to_list())) if known is not None else None
+    got = mail.read(user_key, mailbox, w_start, w_end, known=versions)
+    frames = [conform(got.events, EVENT_SCHEMA)]
+    if got.unchanged:
+        reused = known.filter(pl.col("native_id").is_in(got.unchanged))
+        wanted = set(confirm)
+        frames.append(conform(reused.filter(
+            ((pl.col("start") < w_end) & (pl.col("end") > w_start)) | pl.col("native_id").is_in(wanted)
+        ), EVENT_SCHEMA))
+    events = pl.concat(frames)
+    seen = set(events["native_id"].to_list())
     more = mail.confirm(user_key, mailbox, [i for i in dict.fromkeys(confirm) if i not in seen])
     notes, unreadable = [], set()
     for problem_user, native_id, reason in got.problems + more.problems:
         if native_id:
             unreadable.add(native_id)
         notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
-    return pl.concat([conform(got.events, EVENT_SCHEMA), conform(more.events, EVENT_SCHEMA)]), notes, unreadable
+    return pl.concat([events, conform(more.events, EVENT_SCHEMA)]), notes, unreadable
 
 
 def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
                        w_start: datetime, w_end: datetime, progress: Progress | None = None,
+                       known: pl.DataFrame | None = None, trusted: set[str] = frozenset(),
                        ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """Read each mailbox on its own, so one mailbox's trouble (access refused, no such mailbox) leaves the
-    other users syncing. Returns (events, notes, failed users, unreadable ids)."""
+    other users syncing; incrementally where its last read is ``trusted`` (``known``: those reads' rows).
+    Returns (events, notes, failed users, unreadable ids)."""
     frames, notes, failed, unreadable = [], [], set(), set()
     first_error: FatalError | None = None
+    # split once (not a filter of the whole table per user)
     confirm_of = dict(pairs.select("user_key", "email_id").drop_nulls().group_by("user_key").agg("email_id")
                       .iter_rows()) if pairs.height else {}
+    known_of = ({m: f for (m,), f in known.partition_by("mailbox", as_dict=True).items()}
+                if known is not None and known.height else {})
     for i, (user_key, mailbox) in enumerate(users.select("user_key", "mailbox").iter_rows()):
         if progress:
             progress("read mailboxes", i, users.height)
+        base = (known_of.get(mailbox, known.head(0)) if known is not None else None) if mailbox in trusted else None
         try:
             events, user_notes, user_unreadable = read_mailbox(
-                mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []))
+                mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
         except FatalError as exc:
             first_error = first_error or exc
             failed.add(user_key)
@@ -312,6 +352,8 @@ def snapshot(store: Store, run_id: str, ex: Extracted) -> pl.DataFrame:
     events = normalise(ex.events)
     ex.pairs = with_translated_hashes(store, events, ex.pairs)
     store.write_snapshot(run_id, events, ex.pairs, ex.users, ex.directory)
+    if ex.reads:
+        store.record_mailbox_reads(run_id, ex.reads, ROW_FORMAT)
     return events
 
 

@@ -52,16 +52,18 @@ def run_sync(
     stage=None,
     lock_wait_s: float = 0.0,
     progress=None,
+    full_read: bool = False,
 ) -> dict:
     """One sync run for every enabled user. ``stage(name, fn, *args)`` runs a stage (Prefect tasks
-    inside the flow, plain calls otherwise). Returns the summary with ``run_id`` and ``status``."""
+    inside the flow, plain calls otherwise). ``full_read`` reads every mailbox in full (not incrementally).
+    Returns the summary with ``run_id`` and ``status``."""
     today = today or datetime.now(timezone.utc).date()
     run_id = run_id or pipeline.new_run_id()
     stage = stage or (lambda _name, fn, *args: fn(*args))
     with recorded_run(cfg, "sync", today, run_id, lock_wait_s) as run:
         store, conns = run.store, run.conns
         run.stage = "extract"
-        ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress)
+        ex = stage("extract", pipeline.extract, cfg, conns, store, today, progress, full_read)
         run.stage = "snapshot"
         events = stage("snapshot", pipeline.snapshot, store, run_id, ex)
         run.stage = "reconcile"
@@ -95,7 +97,7 @@ def _final_state(summary: dict):
 
 @flow(name="calsync-sync", log_prints=True, on_failure=[notify.state_hook], on_completion=[notify.state_hook],
       on_crashed=[notify.state_hook])
-def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool = False):
+def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool = False, full_read: bool = False):
     """Sync every enabled user of the config at ``config_path`` once. Ends Failed when deltas failed (or the
     run stopped), Completed named "Refused" when a user got no change, else Completed; the summary is the
     result of all three."""
@@ -108,7 +110,7 @@ def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool =
 
     try:
         with TerminalProgress() as progress:
-            summary = run_sync(cfg, today, allow_deletes, stage=stage, progress=progress)
+            summary = run_sync(cfg, today, allow_deletes, stage=stage, progress=progress, full_read=full_read)
     except RunInProgress as exc:
         # Skipping is the designed outcome, not a failure: the next scheduled run picks it up.
         get_run_logger().warning("skipped: %s", exc)
@@ -123,11 +125,12 @@ def sync_flow(config_path: str, today: date | None = None, allow_deletes: bool =
     return state
 
 
-def run_flow(config_path: str | Path, today: date | None = None, allow_deletes: bool = False) -> dict:
+def run_flow(config_path: str | Path, today: date | None = None, allow_deletes: bool = False,
+             full_read: bool = False) -> dict:
     """``sync_flow`` against the Prefect API ``flows.prefect_api`` finds (or starts); returns the summary.
     A run that stopped raises its error (``PrefectUnavailable`` when no API could be had)."""
     with prefect_api.connected():
-        state = sync_flow(str(config_path), today, allow_deletes, return_state=True)
+        state = sync_flow(str(config_path), today, allow_deletes, full_read, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result
