@@ -12,6 +12,12 @@ ChangeKey       the item's change token; it is the ``version`` of an email event
 internal        an attendee with a mailbox in the same Exchange organisation: a meeting sent to them
                 lands on their calendar. Everyone else is external (Contacts, Leads, customers).
 
+Requests: the calendar view, GetItem and the bulk writes are built and parsed with lxml (``connectors.ews_soap``,
+no exchangelib item objects) and sent through exchangelib's own services, so sessions, auth, retries and throttling
+stay exchangelib's; the calendar is addressed as the distinguished folder ``calendar`` with the mailbox, so a sync
+sends no GetFolder (``confirm`` asks for the calendar's id once per mailbox only when no view of that mailbox has
+named it). ``connectors.ews_reference`` keeps the old object-model read as the reference the tests hold this to.
+
 Reading (``read``, ``confirm``)
     One row of ``EVENT_SCHEMA`` per item overlapping the window (C1, checked again on the canonical
     values); ``confirm`` fetches paired items by id wherever they are in time. All-day items become
@@ -33,7 +39,7 @@ Writing (``apply``)
       that differ with ``ConflictResolution=NeverOverwrite`` and the planned ChangeKey, so an item
       edited since extract fails with ``changed_since_extract: ErrorIrresolvableConflict: ...`` (the
       next run re-plans it). Existing attendees keep their Attendee entries (responses); optional ones
-      stay optional. Every per-item error stays on its own delta (see ``_per_item``).
+      stay optional. Every per-item error stays on its own delta (see ``ews_soap._Raw``).
     - Deletes move the item to Deleted Items (recoverable); an item already gone counts as applied.
       DeleteItem has no conflict check, so a ChangeKey that moved since extract fails the delete
       (``changed_since_extract``) before it is sent.
@@ -66,7 +72,6 @@ from exchangelib import (
     DELEGATE,
     IMPERSONATION,
     Account,
-    CalendarItem,
     Configuration,
     Credentials,
     EWSDate,
@@ -76,27 +81,22 @@ from exchangelib import (
 )
 from exchangelib import errors as ews
 from exchangelib.items import (
-    ALL_OCCURRENCES,
-    ID_ONLY,
-    MOVE_TO_DELETED_ITEMS,
-    NEVER_OVERWRITE,
-    SAVE_ONLY,
     SEND_TO_ALL_AND_SAVE_COPY,
     SEND_TO_CHANGED_AND_SAVE_COPY,
     SEND_TO_NONE,
 )
-from exchangelib.properties import Attendee, Body, HTMLBody, Mailbox
+from exchangelib.properties import Attendee, HTMLBody, Mailbox
 from exchangelib.protocol import CachingProtocol, FaultTolerance, Protocol
-from exchangelib.services import CreateItem, DeleteItem, GetItem, UpdateItem
 from exchangelib.transport import BASIC, NTLM, OAUTH2
 from exchangelib.version import EXCHANGE_2016
 
-from connectors import exchange_fastparse
+from connectors import ews_soap, exchange_fastparse
 from connectors.errors import FatalError, RetriableError, connection_problem
 from connectors.mailbox import (  # noqa: F401 - shaping shared by every mailbox kind, re-exported
     ItemProblem,
     Ledger,
     MailboxRead,
+    Problem,
     delta_emails,
     matches_key,
     normalise_subject,
@@ -280,6 +280,92 @@ def item_to_row(item: Any, *, user_key: str, mailbox: str) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- shaping the lxml path's items
+# ``connectors.ews_soap`` reads a reply's items into ``RawItem`` (plain values, no exchangelib objects). These give
+# the row ``item_to_row`` gives for exchangelib's object of the same item (tests/connectors/test_ews_soap.py checks
+# it on recorded replies), with one difference: an all-day item whose EndTimeZone is missing or unknown takes its
+# end date in its start zone (exchangelib used this machine's zone).
+
+
+def _address(text: str | None) -> str | None:
+    return text.strip().lower() if text else None
+
+
+def raw_invitees(item: ews_soap.RawItem, organizer: str | None) -> list[dict]:
+    """``invitees_of`` for a ``RawItem``."""
+    out: list[dict] = []
+    seen: set[str] = set()
+    for person in item.required + item.optional:
+        email = _address(person.email)
+        if email is not None and (email == organizer or email in seen):
+            continue
+        if email is not None:
+            seen.add(email)
+        out.append({"email": email, "response": response_of(person.response), "record_id": None, "record_type": "none"})
+    return out
+
+
+def raw_text(item: ews_soap.RawItem) -> str:
+    """``text_of`` for a ``RawItem``: TextBody when the reply has it, else the body (HTML stripped)."""
+    text = item.text_body
+    if text is None:
+        if item.body is None:
+            text = ""
+        elif item.body_type == "HTML":
+            text = re.sub(r"<[^>]+>", "", re.sub(r"(?i)<br\s*/?>|</p>", "\n", item.body))
+        else:
+            text = item.body
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
+
+
+def raw_to_row(item: ews_soap.RawItem, *, user_key: str, mailbox: str) -> dict:
+    """One ``RawItem`` -> one ``EVENT_SCHEMA`` row (a dict), as ``item_to_row``. Raises ``ItemProblem``."""
+    if item.start is None:
+        raise ItemProblem("no_start: the item has no start")
+    if item.end is None:
+        raise ItemProblem("no_end: the item has no end")
+    first: dt.date | None = None
+    if item.is_all_day:
+        start_zone = ews_soap.time_zone(item.start_tz)
+        if start_zone is None:
+            raise ItemProblem("unknown_time_zone: an all-day item whose time zone Exchange names but we cannot map")
+        end_zone = (ews_soap.time_zone(item.end_tz) if item.end_tz != item.start_tz else start_zone) or start_zone
+        # EWS's all-day end is the exclusive local midnight; the dates are those of the item's own zones.
+        first = item.start.astimezone(start_zone).date()
+        after = (item.end - dt.timedelta(days=1)).astimezone(end_zone).date() + dt.timedelta(days=1)
+        start, end = _midnight_utc(first), _midnight_utc(after)
+    else:
+        start, end = item.start, item.end
+    organizer = _address(item.organizer.email) if item.organizer is not None else None
+    uid = item.uid
+    if uid and item.type in ("Occurrence", "Exception"):
+        original = item.original_start or item.recurrence_id
+        if original is not None:
+            uid = f"{uid}/{ews_soap.utc_text(original)}"
+        elif first is not None:
+            uid = f"{uid}/{first.isoformat()}"
+        else:
+            uid = f"{uid}/{ews_soap.utc_text(item.start)}"
+    return {
+        "side": "email",
+        "user_key": user_key.lower(),
+        "native_id": item.id,
+        "version": item.changekey,
+        "subject": exchange_fastparse.restore_text(item.subject) or "",
+        "start": start,
+        "end": end,
+        "is_all_day": item.is_all_day,
+        "description": exchange_fastparse.restore_text(raw_text(item)),
+        "is_private": item.sensitivity in PRIVATE_SENSITIVITIES,
+        "organizer_email": organizer,
+        "last_modified": item.last_modified,
+        "invitees": raw_invitees(item, organizer),
+        "is_child": False,
+        "meeting_uid": uid or None,
+        "mailbox": mailbox.lower(),
+    }
+
+
 def ews_start_end(
     start: dt.datetime, end: dt.datetime, is_all_day: bool, tz: EWSTimeZone
 ) -> tuple[Any, Any]:
@@ -326,7 +412,11 @@ def internal_emails(
     for inv in invitees or []:
         if inv.get("record_type") == "user" and inv.get("email"):
             out.add(inv["email"].strip().lower())
-    if item is not None:
+    if isinstance(item, ews_soap.RawItem):
+        for person in item.required + item.optional:
+            if person.mailbox_type == "Mailbox" and person.email and person.email.strip():
+                out.add(person.email.strip().lower())
+    elif item is not None:
         for att in list(item.required_attendees or []) + list(item.optional_attendees or []):
             if getattr(att.mailbox, "mailbox_type", None) == "Mailbox" and attendee_email(att):
                 out.add(attendee_email(att))
@@ -427,51 +517,6 @@ def is_retriable(exc: BaseException) -> bool:
     import requests  # only to classify connection errors
 
     return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
-
-
-# --------------------------------------------------------------------------- per-item errors
-
-# exchangelib returns only a short list of per-item errors (ErrorItemNotFound, ...) as exception
-# instances and RAISES any other one -- ErrorIrresolvableConflict included -- which ends the whole bulk
-# call and hides what happened to the other items of the request (the server did write them). These
-# variants hand every per-item error back in place; only version negotiation errors still raise.
-_NEGOTIATION_ERRORS = (
-    ews.ErrorInvalidServerVersion,
-    ews.ErrorIncorrectSchemaVersion,
-    ews.ErrorInvalidRequest,
-    ews.ErrorInvalidSchemaVersionForMailboxVersion,
-)
-
-
-def _per_item(service_cls: type) -> type:
-    class PerItem(service_cls):  # type: ignore[valid-type, misc]
-        def _get_element_container(self, message, name=None):
-            try:
-                return super()._get_element_container(message=message, name=name)
-            except _NEGOTIATION_ERRORS:
-                raise
-            except ews.ResponseMessageError as exc:
-                return exc
-
-    PerItem.__name__ = PerItem.__qualname__ = f"PerItem{service_cls.__name__}"
-    return PerItem
-
-
-_CREATE, _UPDATE, _DELETE, _GET = (_per_item(c) for c in (CreateItem, UpdateItem, DeleteItem, GetItem))
-
-
-def _call(account: Account, service_cls: type, items: list, chunk_size: int, **kwargs: Any) -> list:
-    """Run a bulk item service; the result list lines up with ``items`` (objects or exceptions)."""
-    if not items:
-        return []
-    return list(account._consume_item_service(service_cls=service_cls, items=items, chunk_size=chunk_size, kwargs=kwargs))
-
-
-def _get_items(account: Account, ids: list[tuple[str, str | None]], fields: Sequence[str], chunk_size: int) -> list:
-    """GetItem for ``ids`` with ``fields`` (what ``Account.fetch`` does, keeping every per-item error)."""
-    folder = account.calendar
-    additional = {f for f in folder.normalize_fields(fields=list(fields)) if not f.field.is_attribute}
-    return _call(account, _GET, ids, chunk_size, additional_fields=additional, shape=ID_ONLY)
 
 
 # --------------------------------------------------------------------------- logs: no secret, no private detail
@@ -576,11 +621,32 @@ class BoundedRetry(FaultTolerance):
     - HTTP 401 is a login failure, never "throttling" (plain FaultTolerance retries it for max_wait);
     - the waits for one request add up to at most ``max_wait`` seconds (plain FaultTolerance only
       bounds each single wait, so a server that keeps asking for short back-offs is retried forever).
+
+    The policy is shared by every thread using the connector: a back-off the server asks for holds for all
+    of them (exchangelib's ``back_off_until``, which is what throttling means), while each thread's request
+    keeps its own tally of waits (a thread-local), so requests of other mailboxes never use up its patience.
     """
 
     def __init__(self, max_wait: float = 60) -> None:
         super().__init__(max_wait=max_wait)
-        self._waited = 0.0
+        self._tally = threading.local()
+
+    def __getstate__(self):  # exchangelib pickles nothing here, but FaultTolerance supports it: so do we
+        state = super().__getstate__()
+        state.pop("_tally", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._tally = threading.local()
+
+    @property
+    def _waited(self) -> float:
+        return getattr(self._tally, "waited", 0.0)
+
+    @_waited.setter
+    def _waited(self, value: float) -> None:
+        self._tally.waited = value
 
     def raise_response_errors(self, response):  # exchangelib's signature
         if response.status_code == 401:
@@ -694,7 +760,7 @@ def _drop_protocol(config: Configuration) -> None:
 
 @dataclass
 class _Pending:
-    """A delta on its way through a write sequence."""
+    """A delta on its way through a write sequence (``existing_*``: the item's attendees as read, ``ews_soap.Person``)."""
 
     delta: dict
     steps: list[Step] = field(default_factory=list)
@@ -705,12 +771,44 @@ class _Pending:
     done: bool = False
 
 
+def who_lists(emails: Sequence[str], existing_required: Sequence[ews_soap.Person] = (),
+              existing_optional: Sequence[ews_soap.Person] = ()) -> tuple[list[ews_soap.Who], list[ews_soap.Who]]:
+    """``attendee_lists`` for the lxml path: existing optional attendees stay optional, existing attendees are
+    written back as the item has them (name, mailbox type, response), new ones are required."""
+    req = {_address(p.email): p for p in existing_required if _address(p.email)}
+    opt = {_address(p.email): p for p in existing_optional if _address(p.email)}
+    required = [req[e].who() if e in req else ews_soap.Who(e) for e in emails if e not in opt]
+    optional = [opt[e].who() for e in emails if e in opt]
+    return required, optional
+
+
+def _results(elements: list, expected: int) -> list:
+    """(id, change key) per item element of a write's reply, or the item's exception; one per item sent."""
+    if len(elements) != expected:
+        raise ews.MalformedResponseError(f"Exchange answered {len(elements)} messages for {expected} items")
+    out: list = []
+    for elem in elements:
+        if isinstance(elem, Exception) or elem is True:
+            out.append(elem)
+        else:
+            item = ews_soap.parse_item(elem)
+            out.append((item.id, item.changekey))
+    return out
+
+
 class ExchangeConnector:
     """The ``ews`` mailbox connector (``connectors.mailbox.MailboxConnector``): reads mailbox calendars into
     ``EVENT_SCHEMA`` frames and writes ``DELTA_SCHEMA`` rows back.
 
     ``time_zones`` maps a mailbox to its IANA time zone (default ``default_time_zone``); it decides the
     dates of all-day events written there and the zone new meetings carry.
+
+    Threads: ``read``, ``confirm``, ``find_by_key`` and ``apply`` may run at once from several threads, each on
+    its own mailboxes. A call keeps its state (problems, pending writes, the mailbox's ``Account``) to itself;
+    what the connector shares is exchangelib's Protocol -- its session pool of ``max_connections`` sessions
+    (exchangelib's default, 1, when None): a thread waits for a free session rather than opening one more --,
+    the request counter and the calendar folder ids it has seen (both behind locks). ``extract`` is the
+    single-threaded convenience that leaves its problems in ``last_problems``.
     """
 
     kind = "ews"
@@ -729,6 +827,7 @@ class ExchangeConnector:
         batch_size: int = BATCH_SIZE,
         page_size: int = PAGE_SIZE,
         credentials: Any = None,
+        max_connections: int | None = None,
     ) -> None:
         if auth_type not in AUTH_TYPES:
             raise FatalError(f"exchange auth_type {auth_type!r} is not one of {', '.join(AUTH_TYPES)}")
@@ -748,14 +847,15 @@ class ExchangeConnector:
             auth_type=AUTH_TYPES[auth_type],
             version=Version(build=EXCHANGE_2016),
             retry_policy=BoundedRetry(max_wait=max_wait_s),
+            max_connections=max_connections,
         )
         self._calls = CallCounter(endpoint)
         setattr(self._config, _OWNER, self._calls)  # this connector's own Protocol (see _cache_key)
         # An unclosed connector still releases its Protocol and sessions when it is collected.
         weakref.finalize(self, _drop_protocol, self._config)
-        self._account: Account | None = None
-        self._calendar_ids: dict[str, str] = {}
-        self.last_problems: list[tuple[str, str | None, str]] = []
+        self._lock = threading.Lock()
+        self._calendar_ids: dict[str, str] = {}  # mailbox -> its calendar folder's id (stable), under _lock
+        self.last_problems: list[tuple[str, str | None, str]] = []  # extract() only
 
     # ---------------------------------------------------------------- connection
 
@@ -763,25 +863,23 @@ class ExchangeConnector:
         return EWSTimeZone(self.time_zones.get(mailbox.lower(), self.default_time_zone))
 
     def account(self, mailbox: str) -> Account:
-        """The Account for ``mailbox``; switching mailbox drops the previous one (R15)."""
-        if self._account is not None and self._account.primary_smtp_address.lower() == mailbox.lower():
-            return self._account
+        """An exchangelib Account for ``mailbox`` (a new one per call: it is cheap, holds the mailbox's identity
+        and zone, and no two calls share one; R15). Every Account of this connector uses its counting Protocol."""
         # Put this connector's counting Protocol in exchangelib's cache (a no-op when it is there
         # already) so that the Account below picks it up.
         _CountingProtocol(config=self._config, counter=self._calls)
-        self._account = Account(
+        return Account(
             primary_smtp_address=mailbox,
             config=self._config,
             autodiscover=False,
             access_type=self._access_type,
             default_timezone=self._tz(mailbox),
         )
-        return self._account
 
     def close(self) -> None:
         """Close this connector's HTTP sessions and forget exchangelib's cached protocol for them."""
-        self._account = None
-        self._calendar_ids.clear()
+        with self._lock:
+            self._calendar_ids.clear()
         _drop_protocol(self._config)
 
     @property
@@ -848,21 +946,22 @@ class ExchangeConnector:
         """The mailbox's calendar view over the window (C1 overlap, checked on the canonical values).
         Items that cannot be read are left out and listed in ``problems``. With ``known`` (id -> ChangeKey),
         GetItem fetches only the items the view shows at another ChangeKey (incremental read)."""
+        problems: list[Problem] = []
         unchanged: list[str] = []
 
         def rows() -> list[dict]:
             account = self.account(mailbox)
             # A day of slack either side: all-day items are judged on their dates (C1), not on the instants
             # the view compares, and the overlap is checked again on the canonical values.
-            ids = self._view_ids(account, window_start - dt.timedelta(days=1), window_end + dt.timedelta(days=1),
-                                 user_key)
+            ids = self._view_ids(account, mailbox, window_start - dt.timedelta(days=1),
+                                 window_end + dt.timedelta(days=1), problems, user_key)
             if known:
                 unchanged.extend(i for i, ck in ids.items() if ck and known.get(i) == ck)
                 ids = {i: ck for i, ck in ids.items() if not (ck and known.get(i) == ck)}
-            shaped = (self._shape(item, user_key, mailbox) for item in self._fetch(account, list(ids.items())))
-            return [r for r in shaped if r is not None and overlaps(r, window_start, window_end)]
+            found = self._rows(account, list(ids.items()), user_key, mailbox, problems)
+            return [r for r in found if overlaps(r, window_start, window_end)]
 
-        got = self._guarded(mailbox, rows)
+        got = self._guarded(mailbox, rows, problems)
         got.unchanged = unchanged
         return got
 
@@ -870,11 +969,13 @@ class ExchangeConnector:
         """The items among ``item_ids`` still in the mailbox's calendar, wherever they are in time. Not found,
         or moved out of the calendar (Deleted Items), is gone: no row."""
         ids = list(dict.fromkeys(item_ids))
-        return self._guarded(mailbox, lambda: self._confirm(self.account(mailbox), user_key, mailbox, ids) if ids else [])
+        problems: list[Problem] = []
+        return self._guarded(
+            mailbox, lambda: self._confirm(self.account(mailbox), user_key, mailbox, ids, problems) if ids else [],
+            problems)
 
-    def _guarded(self, mailbox: str, rows: Callable[[], list[dict]]) -> MailboxRead:
-        """Run a read, turning a whole-request failure into calsync's errors; problems come back with the rows."""
-        self.last_problems = []
+    def _guarded(self, mailbox: str, rows: Callable[[], list[dict]], problems: list[Problem]) -> MailboxRead:
+        """Run a read, turning a whole-request failure into calsync's errors; ``problems`` come back with the rows."""
         try:
             found = rows()
         except (FatalError, RetriableError):
@@ -882,7 +983,7 @@ class ExchangeConnector:
         except Exception as exc:  # classified below
             self._raise_fatal_or_retriable(exc, mailbox)
             raise
-        return MailboxRead(rows_to_frame(found), list(self.last_problems))
+        return MailboxRead(rows_to_frame(found), list(problems))
 
     def extract(
         self,
@@ -893,9 +994,9 @@ class ExchangeConnector:
     ) -> pl.DataFrame:
         """``read`` of every mailbox plus ``confirm`` of the ``confirm_ids`` the view did not return, as one
         frame (``mailboxes``: user_key -> address; ``confirm_ids``: user_key -> item ids). The problems of
-        all of them are in ``self.last_problems``."""
+        all of them are in ``self.last_problems`` (a convenience for one thread; ``read`` returns its own)."""
         frames: list[pl.DataFrame] = []
-        problems: list[tuple[str, str | None, str]] = []
+        problems: list[Problem] = []
         for user_key, mailbox in mailboxes.items():
             got = self.read(user_key, mailbox, window_start, window_end)
             seen = set(got.events["native_id"].to_list())
@@ -905,77 +1006,108 @@ class ExchangeConnector:
         self.last_problems = problems
         return pl.concat(frames) if frames else rows_to_frame([])
 
-    def _view_ids(self, account: Account, start: dt.datetime, end: dt.datetime, who: str = "") -> dict[str, str]:
-        """Item id -> ChangeKey of everything the calendar view returns, page by page.
+    def _view_ids(self, account: Account, mailbox: str, start: dt.datetime, end: dt.datetime,
+                  problems: list[Problem], who: str = "") -> dict[str, str]:
+        """Item id -> ChangeKey of everything the calendar view returns, page by page (FindItem, IdOnly + start).
 
-        CalendarView has no offset: when a page comes back full, ask again from the latest start seen.
+        CalendarView has no offset: while a page says the view goes on (IncludesLastItemInRange false), ask again
+        from the latest start seen.
         """
         ids: dict[str, str] = {}
-        cursor = EWSDateTime.from_datetime(start.astimezone(UTC))
-        end_ews = EWSDateTime.from_datetime(end.astimezone(UTC))
+        cursor = start.astimezone(UTC)
         while True:
-            qs = account.calendar.view(start=cursor, end=end_ews, max_items=self.page_size).only("start")
-            qs.max_items = self.page_size
-            page = [i for i in qs if not isinstance(i, Exception)]
+            [reply] = ews_soap.send(ews_soap._FindItem, account,
+                                    ews_soap.find_item_payload(mailbox, cursor, end, self.page_size))
+            if isinstance(reply, Exception):
+                raise reply  # a whole-view error (no such mailbox, access refused, ...): classified by the caller
+            page = ews_soap.parse_view(reply)
+            if page.calendar_id is not None:
+                self._remember_calendar(mailbox, page.calendar_id)
             new = 0
-            for item in page:
-                if item.id not in ids:
-                    ids[item.id] = item.changekey
+            for item_id, changekey, _start in page.items:
+                if item_id not in ids:
+                    ids[item_id] = changekey
                     new += 1
-            if len(page) < self.page_size:
+            if page.includes_last or (page.includes_last is None and len(page.items) < self.page_size):
                 return ids
-            starts = [i.start for i in page if isinstance(i.start, dt.datetime)]
+            starts = [s for _, _, s in page.items if s is not None]
             latest = max(starts) if starts else None
             if latest is None or latest <= cursor or new == 0:
                 # More items than a page share one instant: nothing more can be reached this way.
-                self.last_problems.append(
-                    (who or account.primary_smtp_address, None, f"view_truncated: more than {self.page_size} items at {cursor}")
-                )
+                problems.append((who or mailbox, None, f"view_truncated: more than {self.page_size} items at {cursor}"))
                 return ids
-            cursor = EWSDateTime.from_datetime(_aware_utc(latest))
+            cursor = latest
 
-    def _fetch(self, account: Account, ids: list[tuple[str, str]]) -> Iterable[Any]:
-        if not ids:
-            return []
-        return _get_items(account, ids, ITEM_FIELDS, self.batch_size)
+    def _get(self, account: Account, ids: list[tuple[str, str | None]],
+             uris: Sequence[str] = ews_soap.ITEM_URIS) -> list:
+        """GetItem in batches: a ``RawItem`` or the item's exception per id, in order."""
+        out: list = []
+        for i in range(0, len(ids), self.batch_size):
+            chunk = ids[i: i + self.batch_size]
+            replies = ews_soap.send(ews_soap._GetItem, account, ews_soap.get_item_payload(chunk, uris))
+            if len(replies) != len(chunk):
+                raise ews.MalformedResponseError(f"Exchange answered {len(replies)} items for {len(chunk)} ids")
+            out.extend(r if isinstance(r, Exception) else ews_soap.parse_item(r) for r in replies)
+        return out
 
-    def _shape(self, item: Any, user_key: str, mailbox: str) -> dict | None:
+    def _rows(self, account: Account, ids: list[tuple[str, str | None]], user_key: str, mailbox: str,
+              problems: list[Problem]) -> list[dict]:
+        rows = (self._shape(item, user_key, mailbox, problems) for item in self._get(account, ids)) if ids else ()
+        return [r for r in rows if r is not None]
+
+    def _shape(self, item: Any, user_key: str, mailbox: str, problems: list[Problem]) -> dict | None:
         if isinstance(item, Exception):
-            self.last_problems.append((user_key, None, f"unreadable: {error_text(item)}"))
+            problems.append((user_key, None, f"unreadable: {error_text(item)}"))
             log.warning("skipped an unreadable item of %s: %s", user_key, error_text(item))
             return None
-        if not isinstance(item, CalendarItem):
+        if not item.is_calendar_item:
             return None
         try:
-            return item_to_row(item, user_key=user_key, mailbox=mailbox)
+            return raw_to_row(item, user_key=user_key, mailbox=mailbox)
         except (ItemProblem, ValueError, TypeError, AttributeError) as exc:
-            self.last_problems.append((user_key, item.id, str(exc)))
+            problems.append((user_key, item.id, str(exc)))
             log.warning("skipped item %s of %s: %s", item.id, user_key, exc)
             return None
 
-    def _calendar_id(self, account: Account) -> str | None:
-        key = account.primary_smtp_address.lower()
-        if key not in self._calendar_ids:
-            self._calendar_ids[key] = account.calendar.id
-        return self._calendar_ids[key]
+    def _remember_calendar(self, mailbox: str, folder_id: str | None) -> None:
+        if folder_id is None:
+            return
+        key = mailbox.lower()
+        with self._lock:
+            self._calendar_ids.setdefault(key, folder_id)
 
-    def _confirm(self, account: Account, user_key: str, mailbox: str, item_ids: list[str]) -> list[dict]:
+    def _calendar_id(self, account: Account, mailbox: str) -> str | None:
+        """The mailbox's calendar folder id: as the view's items named it (no request), else one GetFolder."""
+        key = mailbox.lower()
+        with self._lock:
+            known = self._calendar_ids.get(key)
+        if known is not None:
+            return known
+        [reply] = ews_soap.send(ews_soap._GetFolder, account, ews_soap.get_calendar_folder_payload(mailbox))
+        if isinstance(reply, Exception):
+            raise reply
+        folder = next((c for c in reply if c.tag == f"{ews_soap.T}FolderId"), None)
+        folder_id = folder.get("Id") if folder is not None else None
+        self._remember_calendar(mailbox, folder_id)
+        return folder_id
+
+    def _confirm(self, account: Account, user_key: str, mailbox: str, item_ids: list[str],
+                 problems: list[Problem]) -> list[dict]:
         """Fetch paired items by id. Not found, or moved out of the calendar (Deleted Items), is gone."""
         rows: list[dict] = []
-        results = _get_items(account, [(i, None) for i in item_ids], ITEM_FIELDS, self.batch_size)
+        results = self._get(account, [(i, None) for i in item_ids])
         calendar_id = None
         for item_id, item in zip(item_ids, results):
             if isinstance(item, ews.ErrorItemNotFound):
                 continue
             if isinstance(item, Exception):
-                self.last_problems.append((user_key, item_id, f"unconfirmed: {error_text(item)}"))
+                problems.append((user_key, item_id, f"unconfirmed: {error_text(item)}"))
                 continue
-            parent = getattr(item.parent_folder_id, "id", None)
-            if parent is not None:
-                calendar_id = calendar_id or self._calendar_id(account)
-                if calendar_id is not None and parent != calendar_id:
+            if item.parent_folder_id is not None:
+                calendar_id = calendar_id or self._calendar_id(account, mailbox)
+                if calendar_id is not None and item.parent_folder_id != calendar_id:
                     continue  # soft-deleted: sitting in Deleted Items
-            row = self._shape(item, user_key, mailbox)
+            row = self._shape(item, user_key, mailbox, problems)
             if row is not None:
                 rows.append(row)
         return rows
@@ -989,9 +1121,10 @@ class ExchangeConnector:
         the server but was never recorded is not made twice."""
         try:
             account = self.account(mailbox)
-            ids = self._view_ids(account, start - dt.timedelta(days=1), end + dt.timedelta(days=1))
-            rows = (self._shape(item, mailbox, mailbox) for item in self._fetch(account, list(ids.items())))
-            return [r["native_id"] for r in rows if r is not None and matches_key(r, subject, start, end, is_all_day)]
+            problems: list[Problem] = []
+            ids = self._view_ids(account, mailbox, start - dt.timedelta(days=1), end + dt.timedelta(days=1), problems)
+            rows = self._rows(account, list(ids.items()), mailbox, mailbox, problems)
+            return [r["native_id"] for r in rows if matches_key(r, subject, start, end, is_all_day)]
         except (FatalError, RetriableError):
             raise
         except Exception as exc:
@@ -1075,52 +1208,54 @@ class ExchangeConnector:
 
     # ---------------------------------------------------------------- writers
 
-    def _content(self, account: Account, delta: dict) -> dict[str, Any]:
-        tz = account.default_timezone
-        start, end = ews_start_end(delta["start"], delta["end"], bool(delta["is_all_day"]), tz)
-        return {
-            "subject": delta.get("subject") or "",
-            "start": start,
-            "end": end,
-            "is_all_day": bool(delta["is_all_day"]),
-            "body": Body(delta.get("description") or ""),
-            "sensitivity": "Private" if delta.get("is_private") else "Normal",
-        }
+    def _content(self, mailbox: str, delta: dict) -> ews_soap.Content:
+        """The delta's synced content as EWS writes it in the mailbox's zone (raises ValueError on a bad payload)."""
+        tz = self._tz(mailbox)
+        is_all_day = bool(delta["is_all_day"])
+        start, end = ews_start_end(delta["start"], delta["end"], is_all_day, tz)
+        if is_all_day:  # local midnights, the end exclusive again (what exchangelib's date_to_datetime writes)
+            start = EWSDateTime.combine(start, dt.time(0, 0)).replace(tzinfo=tz)
+            end = EWSDateTime.combine(end, dt.time(0, 0)).replace(tzinfo=tz) + dt.timedelta(days=1)
+        return ews_soap.Content(
+            subject=delta.get("subject") or "",
+            sensitivity="Private" if delta.get("is_private") else "Normal",
+            body=delta.get("description") or "",
+            start=start.ewsformat(),
+            end=end.ewsformat(),
+            is_all_day=is_all_day,
+            tz_id=tz.ms_id,
+        )
 
-    def _item(self, account: Account, step: Step, p: _Pending, content: dict[str, Any] | None) -> tuple[CalendarItem, list[str]]:
-        fields: dict[str, Any] = {}
-        names: list[str] = []
-        if content is not None:
-            fields.update(content)
-            names.extend(content)
-        if step.attendees is not None:
-            req, opt = attendee_lists(step.attendees, p.existing_required, p.existing_optional)
-            fields["required_attendees"] = req or None
-            fields["optional_attendees"] = opt or None
-            names.extend(["required_attendees", "optional_attendees"])
-        item = CalendarItem(account=account, folder=account.calendar, id=p.item_id, changekey=p.changekey, **fields)
-        return item, names
+    def _send_writes(self, account: Account, service: type, payload_of: Callable[[list], Any], entries: list) -> list:
+        """A bulk write in batches of ``batch_size``; one result per entry ((id, change key), True or an exception)."""
+        out: list = []
+        for i in range(0, len(entries), self.batch_size):
+            chunk = entries[i: i + self.batch_size]
+            out.extend(_results(ews_soap.send(service, account, payload_of(chunk)), len(chunk)))
+        return out
 
     def _run_updates(self, account: Account, pending: list[_Pending], step_index: int,
-                     contents: dict[str, dict[str, Any]], on_error: Callable[[_Pending, BaseException], None]) -> None:
+                     contents: dict[str, tuple[ews_soap.Content, list[str]]],
+                     on_error: Callable[[_Pending, BaseException], None]) -> None:
         """Run step ``step_index`` of every pending delta that has one, one UpdateItem per send mode."""
-        by_mode: dict[str, list[tuple[_Pending, CalendarItem, list[str]]]] = {}
+        by_mode: dict[str, list[tuple[_Pending, ews_soap.Change]]] = {}
         for p in pending:
             if p.done or step_index >= len(p.steps):
                 continue
             step = p.steps[step_index]
-            content = contents.get(p.delta["delta_id"]) if step.content else None
-            item, names = self._item(account, step, p, content)
-            if not names:
+            content, names = contents.get(p.delta["delta_id"], (None, [])) if step.content else (None, [])
+            required = optional = None
+            if step.attendees is not None:
+                required, optional = who_lists(step.attendees, p.existing_required, p.existing_optional)
+            if not names and required is None:
                 continue
-            by_mode.setdefault(step.send, []).append((p, item, names))
+            change = ews_soap.Change(p.item_id, p.changekey, content, names, required, optional)
+            by_mode.setdefault(step.send, []).append((p, change))
         for mode, entries in by_mode.items():
-            results = _call(
-                account, _UPDATE, [(item, names) for _, item, names in entries], self.batch_size,
-                conflict_resolution=NEVER_OVERWRITE, message_disposition=SAVE_ONLY,
-                send_meeting_invitations_or_cancellations=mode, suppress_read_receipts=True,
-            )
-            for (p, _, _), result in zip(entries, results):
+            results = self._send_writes(account, ews_soap._UpdateItem,
+                                        lambda chunk, mode=mode: ews_soap.update_item_payload([c for _, c in chunk], mode),
+                                        entries)
+            for (p, _), result in zip(entries, results):
                 if isinstance(result, Exception):
                     on_error(p, result)
                 else:
@@ -1128,31 +1263,30 @@ class ExchangeConnector:
 
     def _create(self, account, mailbox, batch, internal, send_ext, directory, record) -> None:
         pending: list[_Pending] = []
-        contents: dict[str, dict[str, Any]] = {}
-        by_mode: dict[str, list[tuple[_Pending, CalendarItem]]] = {}
+        contents: dict[str, tuple[ews_soap.Content, list[str]]] = {}
+        by_mode: dict[str, list[tuple[_Pending, ews_soap.NewItem]]] = {}
         for delta in batch:
             try:
-                content = self._content(account, delta)
+                content = self._content(mailbox, delta)
             except (ValueError, TypeError) as exc:
                 record(delta, "failed", f"bad_payload: {exc}")  # never sent: it would fail the whole request
                 continue
             emails = delta_emails(delta.get("invitees"), mailbox)
             p = _Pending(delta, plan_create(emails, internal_emails(delta.get("invitees"), internal), send_ext))
-            contents[delta["delta_id"]] = content
-            item, _ = self._item(account, p.steps[0], p, content)
-            by_mode.setdefault(p.steps[0].send, []).append((p, item))
+            contents[delta["delta_id"]] = (content, [])  # later steps only add attendees
+            required, optional = who_lists(p.steps[0].attendees or ())
+            by_mode.setdefault(p.steps[0].send, []).append((p, ews_soap.NewItem(content, required, optional)))
             pending.append(p)
         for mode, entries in by_mode.items():
-            results = _call(
-                account, _CREATE, [item for _, item in entries], self.batch_size,
-                folder=account.calendar, message_disposition=SAVE_ONLY, send_meeting_invitations=mode,
-            )
+            results = self._send_writes(
+                account, ews_soap._CreateItem,
+                lambda chunk, mode=mode: ews_soap.create_item_payload(mailbox, [n for _, n in chunk], mode), entries)
             for (p, _), result in zip(entries, results):
                 if isinstance(result, Exception):
                     p.done = True
                     record(p.delta, "failed", error_text(result), retriable=is_retriable(result), new_id=None)
                 else:
-                    p.item_id, p.changekey = result.id, result.changekey
+                    p.item_id, p.changekey = result
         created = [p for p in pending if not p.done]
 
         def partial(p: _Pending, exc: BaseException) -> None:
@@ -1175,13 +1309,11 @@ class ExchangeConnector:
                 record(p.delta, "applied", new_id=p.item_id, new_version=p.changekey)
 
     def _current(self, account: Account, batch: list[dict]) -> dict[str, Any]:
-        """The items the batch targets, as the server has them now (id -> item or exception)."""
+        """The items the batch targets, as the server has them now (id -> ``RawItem`` or exception)."""
         ids = [(d["target_id"], None) for d in batch if d.get("target_id")]
         if not ids:
             return {}
-        fields = ["subject", "start", "end", "is_all_day", "body", "text_body", "sensitivity", "organizer",
-                  "required_attendees", "optional_attendees", "_start_timezone", "_end_timezone"]
-        results = _get_items(account, ids, fields, self.batch_size)
+        results = self._get(account, ids, ews_soap.CURRENT_URIS)
         return {item_id: item for (item_id, _), item in zip(ids, results)}
 
     def _conflict(self, delta: dict, item: Any) -> str | None:
@@ -1190,10 +1322,15 @@ class ExchangeConnector:
             return "changed_since_extract: the item changed after it was read; the next run re-plans it"
         return None
 
+    @staticmethod
+    def _attendee_emails(item: ews_soap.RawItem, organizer: str | None) -> list[str]:
+        emails = (_address(p.email) for p in item.required + item.optional)
+        return list(dict.fromkeys(e for e in emails if e and e != organizer))
+
     def _update(self, account, mailbox, batch, internal, send_ext, directory, record) -> None:
         current = self._current(account, batch)
         pending: list[_Pending] = []
-        contents: dict[str, dict[str, Any]] = {}
+        contents: dict[str, tuple[ews_soap.Content, list[str]]] = {}
         for delta in batch:
             item = current.get(delta.get("target_id") or "")
             if item is None:
@@ -1203,14 +1340,13 @@ class ExchangeConnector:
                 record(delta, "failed", error_text(item), retriable=is_retriable(item))
                 continue
             try:
-                content = self._content(account, delta)
+                content = self._content(mailbox, delta)
             except (ValueError, TypeError) as exc:
                 record(delta, "failed", f"bad_payload: {exc}")  # never sent: it would fail the whole request
                 continue
-            organizer = _email(item.organizer)
-            cur_emails = [e for e in (attendee_email(a) for a in list(item.required_attendees or []) + list(item.optional_attendees or [])) if e and e != organizer]
-            cur_emails = list(dict.fromkeys(cur_emails))
-            changed_content = self._changed_content(item, delta, content, mailbox)
+            organizer = _address(item.organizer.email) if item.organizer is not None else None
+            cur_emails = self._attendee_emails(item, organizer)
+            changed_content = self._changed_content(item, delta, mailbox)
             if organizer not in (None, mailbox):
                 # An attendee's copy of someone else's meeting: its attendees are the organizer's to send.
                 new_emails = None
@@ -1226,10 +1362,9 @@ class ExchangeConnector:
             else:
                 steps = plan_update(cur_emails, new_emails, ints, send_ext, bool(changed_content))
             # Write only the synced fields that differ (keeps Exchange's own bookkeeping quiet).
-            contents[delta["delta_id"]] = {k: content[k] for k in changed_content}
+            contents[delta["delta_id"]] = (content, changed_content)
             p = _Pending(delta, steps, item_id=delta["target_id"], changekey=delta.get("target_version") or item.changekey,
-                         existing_required=list(item.required_attendees or []),
-                         existing_optional=list(item.optional_attendees or []))
+                         existing_required=list(item.required), existing_optional=list(item.optional))
             if not changed_content and all(s.attendees is None for s in steps):
                 # Nothing to write (C7) -- unless the item moved on since extract, which the write's
                 # NeverOverwrite would otherwise have caught.
@@ -1256,12 +1391,13 @@ class ExchangeConnector:
                 p.done = True
                 record(p.delta, "applied", new_id=p.item_id, new_version=p.changekey)
 
-    def _changed_content(self, item: Any, delta: dict, content: dict[str, Any], mailbox: str) -> list[str]:
-        """Names of the synced content fields whose value differs from the item's."""
+    def _changed_content(self, item: ews_soap.RawItem, delta: dict, mailbox: str) -> list[str]:
+        """Names of the synced content fields whose value differs from the item's (``ews_soap.Content`` names)."""
+        all_fields = ["subject", "sensitivity", "body", "start", "end", "is_all_day"]
         try:
-            row = item_to_row(item, user_key=mailbox, mailbox=mailbox)
+            row = raw_to_row(item, user_key=mailbox, mailbox=mailbox)
         except ItemProblem:
-            return list(content)
+            return all_fields
         changed = []
         if row["subject"] != (delta.get("subject") or ""):
             changed.append("subject")
@@ -1276,7 +1412,7 @@ class ExchangeConnector:
         if row["is_private"] != bool(delta.get("is_private")):
             changed.append("sensitivity")
         if {"start", "end", "is_all_day"} & set(changed):
-            # The three travel together: exchangelib shapes all-day dates from the flag on the item.
+            # The three travel together: an all-day item's dates are written from the flag.
             changed = [c for c in changed if c not in ("start", "end", "is_all_day")] + ["start", "end", "is_all_day"]
         return changed
 
@@ -1298,13 +1434,12 @@ class ExchangeConnector:
             if (reason := self._conflict(delta, item)) is not None:
                 record(delta, "failed", reason)
                 continue
-            organizer = _email(item.organizer)
-            cur = [e for e in (attendee_email(a) for a in list(item.required_attendees or []) + list(item.optional_attendees or [])) if e and e != organizer]
+            organizer = _address(item.organizer.email) if item.organizer is not None else None
+            cur = [e for e in (_address(p.email) for p in item.required + item.optional) if e and e != organizer]
             ints = internal_emails(delta.get("invitees"), internal, item)
             drop_ext, mode = plan_delete_send(cur, ints, send_ext, organizer in (None, mailbox))
             p = _Pending(delta, item_id=delta["target_id"], changekey=item.changekey,
-                         existing_required=list(item.required_attendees or []),
-                         existing_optional=list(item.optional_attendees or []))
+                         existing_required=list(item.required), existing_optional=list(item.optional))
             if drop_ext:
                 p.steps = [Step(tuple(e for e in cur if e in ints), False, SEND_TO_NONE)]
                 strip.append(p)
@@ -1326,11 +1461,10 @@ class ExchangeConnector:
             entries = [p for p in entries if not p.done]
             if not entries:
                 continue
-            results = _call(
-                account, _DELETE, [(p.item_id, p.changekey) for p in entries], self.batch_size,
-                delete_type=MOVE_TO_DELETED_ITEMS, send_meeting_cancellations=mode,
-                affected_task_occurrences=ALL_OCCURRENCES, suppress_read_receipts=True,
-            )
+            results = self._send_writes(
+                account, ews_soap._DeleteItem,
+                lambda chunk, mode=mode: ews_soap.delete_item_payload([(p.item_id, p.changekey) for p in chunk], mode),
+                entries)
             for p, result in zip(entries, results):
                 if isinstance(result, Exception):
                     failed(p, result)

@@ -31,7 +31,14 @@ _NOT_XML = re.compile(
     rb"&#(?:[xX]0*([0-8bcefBCEF]|1[0-9a-fA-F]|[fF]{3}[eEfF])|0*([0-8]|1[1-2]|1[4-9]|2[0-9]|3[01]|6553[45]));"
     rb"|[\x00-\x08\x0b\x0c\x0e-\x1f]"
 )
-_MAY_NEED = re.compile(rb"&#|[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The bytes of C0 controls XML cannot carry: a chunk without them and without "&#" needs no rewriting. Checked with
+# bytes.translate (C speed); a regular expression's character class scanned every reply at a third of the cost of
+# parsing it.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+
+
+def _may_need(data: bytes) -> bool:
+    return b"&#" in data or len(data.translate(None, _CONTROL_BYTES)) != len(data)
 _STAND_IN = 0xF0000
 _STAND_INS = re.compile("[\U000F0000-\U000F001F\U000F00FE\U000F00FF]")
 _LONGEST_REF = 16  # "&#x0000000001F;" and the like: a reference split across two chunks is held back
@@ -57,7 +64,7 @@ def keep_unparseable(chunks: Iterator[bytes]) -> Iterator[bytes]:
         amp = data.rfind(b"&", max(0, len(data) - _LONGEST_REF))
         if amp != -1 and b";" not in data[amp:]:
             data, tail = data[:amp], data[amp:]
-        yield _NOT_XML.sub(_stand_in, data) if _MAY_NEED.search(data) else data
+        yield _NOT_XML.sub(_stand_in, data) if _may_need(data) else data
     if tail:
         yield _NOT_XML.sub(_stand_in, tail)
 
