@@ -1,4 +1,4 @@
-"""Errors grouped by what happens next (STYLE.md lesson 7).
+"""Errors grouped by what happens next (the caller decides by the class, never by parsing a message).
 
 - ``RetriableError``: throttling, 5xx, timeouts, a dropped connection. Prefect retries the task;
   a run that still fails can be replayed.

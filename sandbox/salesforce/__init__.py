@@ -1,4 +1,4 @@
-"""A local Salesforce REST server that simple-salesforce talks to (issue 2, DESIGN.md "Sandbox").
+"""A local Salesforce REST server that simple-salesforce talks to (docs/sandbox.md).
 
     from sandbox.salesforce import SalesforceSandbox
     with SalesforceSandbox(clock, faults, workdir) as sf:

@@ -22,7 +22,7 @@ verbatim in the documentation and are our best reconstruction):
   (https://support.rivasync.com/hc/en-us/articles/24498086130836); we use 20160 (14 days) as the max.
   An end before the start is a negative duration and fails the same way.
 - All-day events: StartDateTime is midnight GMT of ActivityDate, DurationInMinutes a multiple of 1440.
-  Believed (API-FACTS.md; not stated in the docs we could reach): EndDateTime of an all-day event is
+  Believed (known Salesforce behaviour, not stated in the docs we could reach): EndDateTime of an all-day event is
   00:00Z of its LAST day (inclusive), so a one-day all-day event has EndDateTime == StartDateTime and
   DurationInMinutes 1440, a two-day one ends at 00:00Z of day two with 2880.
 - Group events: inviting a User creates a child Event (IsChild true, owned by the invitee); "An
@@ -30,7 +30,7 @@ verbatim in the documentation and are our best reconstruction):
   deletes its relations (EventRelation reference, "If you delete an event, then relations between the
   event and any specified contacts, leads, and other records are also deleted",
   https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_eventattendee.htm).
-  Child events can only have their reminder fields updated (API-FACTS.md) -- error code sandbox wording.
+  Child events can only have their reminder fields updated (known Salesforce behaviour) -- error code sandbox wording.
 - Shared Activities on: "An event can be related to up to 50 contacts or one lead" (EventRelation
   reference); EventWhoRelation is the read-only IsParent=true/IsWhat=false view (EventWhoRelation
   reference). Off: one WhoId, and EventWhoIds/IsParent/IsWhat/EventWhoRelation do not exist.

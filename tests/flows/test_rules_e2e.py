@@ -1,4 +1,4 @@
-"""Issue 4: every sync rule of the brief (DESIGN.md R5-R18, C1-C23), end to end.
+"""Every sync rule (docs/rules.md: R5-R18, C1-C24), end to end.
 
 Each test seeds the sandbox, runs the whole pipeline through the real client libraries and checks what a
 user would see on both calendars (and, where it matters, what the DuckDB store kept). Test names carry the
@@ -197,7 +197,7 @@ def test_r9_private_copy_is_busy_block(world):
     assert [i for i in world.mail_items(ALICE) if i["subject"] == "Lunch with Dan"] == []
     assert world.sync()["totals"]["deltas"] == 0
 
-    # Private details are never stored in the snapshots (DESIGN "State in DuckDB").
+    # Private details are never stored in the snapshots (R9; docs/analysts.md).
     leaks = world.query(
         "SELECT count(*) FROM event_snapshots WHERE subject IN ('Doctor appointment', 'Therapy session', 'Lunch with Dan')"
         " OR description LIKE '%blood test%' OR description LIKE '%room 12%'")
