@@ -913,7 +913,7 @@ class Org(soql.Host):
         if rec.get("IsChild"):
             locked = [k for k in values if k not in CHILD_UPDATABLE]
             if locked:
-                # sandbox wording; API-FACTS: "On a child event only reminder fields can be updated"
+                # sandbox wording; known behaviour: "On a child event only reminder fields can be updated"
                 raise SfError("FIELD_INTEGRITY_EXCEPTION",
                               "You can't update a child event: only the reminder fields (IsReminderSet, "
                               "ReminderDateTime) can be changed on an invitee's copy.", locked)
