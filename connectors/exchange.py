@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import re
 import threading
 import weakref
@@ -713,6 +714,24 @@ class _CountingProtocol(Protocol):
     def __init__(self, *args: Any, counter: CallCounter, **kwargs: Any) -> None:
         self.counter = counter
         super().__init__(*args, **kwargs)
+
+    def decrease_poolsize(self):  # exchangelib's signature
+        """One session fewer after ErrorServerBusy, as exchangelib does -- without its deadlock: exchangelib takes the
+        session with ``get_session()`` while holding the pool lock, and when no session is idle and the pool is
+        below its maximum, ``get_session`` grows the pool under that same lock (threads reading mailboxes at once
+        under throttling hung there for good). Here only an idle session is retired; when every session is in use
+        nothing is retired (the server's back-off still holds every thread, see ``BoundedRetry``)."""
+        if self._session_pool_size <= 1:
+            raise ews.SessionPoolMinSizeReached("Session pool size cannot be decreased further")
+        with self._session_pool_lock:
+            if self._session_pool_size <= 1:
+                return
+            try:
+                session = self._session_pool.get(block=False)
+            except queue.Empty:
+                return
+            self.close_session(session)
+            self._session_pool_size -= 1
 
     def create_session(self):  # exchangelib's signature
         session = super().create_session()

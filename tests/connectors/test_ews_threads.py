@@ -124,3 +124,22 @@ def test_a_throttled_mailbox_waits_while_the_others_go_on(conn, ex, org):
         reads = list(pool.map(lambda m: conn.read(m, m, WS, WE), MAILBOXES))
     assert [r.events.height for r in reads] == [25] * 6
     assert ex.org.calls_by_operation["FindItem"] >= 6 * 3 + 2  # 3 pages per mailbox, plus the 2 throttled attempts
+
+
+def test_throttling_while_every_session_is_busy_does_not_deadlock_the_pool(conn):
+    # exchangelib's own decrease_poolsize (called on ErrorServerBusy) took a session under the pool lock; with none
+    # idle and the pool below its maximum it grew the pool under the same lock and hung every thread for good.
+    import threading
+
+    protocol = conn.account(MAILBOXES[0]).protocol
+    busy = [protocol.get_session(), protocol.get_session()]  # two of three sessions, both in use: none idle
+    assert protocol.session_pool_size == 2
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (protocol.decrease_poolsize(), done.set()), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert done.is_set(), "decrease_poolsize hung"
+    for session in busy:
+        protocol.release_session(session)
+    protocol.decrease_poolsize()  # an idle one now: retired
+    assert protocol.session_pool_size == 1
