@@ -170,7 +170,8 @@ def run_pool(jobs: Sequence[Job], limits: dict[str, int], *, retries: int = 0,
 
 
 def _throttled(kind: str, lim: Limiter) -> None:
-    log.warning("%s is throttling or unavailable: %d mailbox(es) at once from now on (of %d), growing back as"
+    # one warning per pool (a stage's attempt); every further halving at DEBUG: an operator needs the fact once
+    (log.warning if lim.throttled == 1 else log.debug)("%s is throttling or unavailable: %d mailbox(es) at once from now on (of %d), growing back as"
                 " calls succeed", _service(kind), lim.limit, lim.ceiling)
 
 
