@@ -4,6 +4,7 @@ EWS sandbox through the real exchangelib (skipped until ``sandbox.exchange`` exp
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -351,7 +352,8 @@ def test_extract_reports_a_bad_item_and_keeps_the_others(conn, org):
     org.add_item(ANN, "good", u(2024, 5, 6, 9), u(2024, 5, 6, 10))
     bad = org.add_item(ANN, "odd zone", dt.date(2024, 5, 8), dt.date(2024, 5, 9), is_all_day=True,
                        time_zone="Mars Standard Time")
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():  # exchangelib may warn of the unknown zone (once per process): not the point
+        warnings.simplefilter("ignore")
         frame = extract(conn)
     assert frame["subject"].to_list() == ["good"]
     assert [(p[0], p[1], p[2].split(":")[0]) for p in conn.last_problems] == [(ANN, bad, "unknown_time_zone")]
