@@ -498,11 +498,10 @@ class Store:
                 " AND w.kind = m.kind WHERE m.format = ? AND m.full_at >= ?", [fmt, full_since]).fetchall()
             if not trusted:
                 return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
+            # the trusted (mailbox, run) pairs, as found above (not the same filter worked out again)
             rows = self._snapshot_events(
-                "s.side = 'email' AND EXISTS (SELECT 1 FROM mailbox_reads m"
-                " JOIN _want w ON w.mailbox = m.mailbox AND w.kind = m.kind WHERE m.mailbox = s.mailbox"
-                " AND m.run_id = s.run_id AND m.format = ? AND m.full_at >= ?)",
-                [fmt, full_since],
+                "s.side = 'email' AND (s.mailbox, s.run_id) IN (SELECT unnest(?), unnest(?))",
+                [[m for m, _r in trusted], [r for _m, r in trusted]],
             )
         finally:
             self.con.unregister("_want")

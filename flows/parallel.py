@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import polars as pl
 
 from connectors.errors import FatalError, RetriableError
+from connectors.mailbox import SERVICES
 from transforms.schema import OUTCOME_SCHEMA, conform, empty
 
 log = logging.getLogger("calsync")
@@ -274,6 +275,12 @@ def apply_in_parallel(mail: Any, deltas: pl.DataFrame, *, internal: list[str], s
     parts = run_pool(jobs, limits, throttled=lambda o: bool(o["retriable"].fill_null(False).any()),
                      on_result=finished, tick=tick)
     tick()
+    return in_delta_order(deltas, parts, fatal)
+
+
+def in_delta_order(deltas: pl.DataFrame, parts: list[pl.DataFrame], fatal: dict) -> pl.DataFrame:
+    """The outcomes of every part, one per delta in the deltas' order; with a fatal error of a service, that
+    error is raised carrying them all (the load records what was written before it)."""
     order = deltas.select("delta_id").with_row_index("_order")
     outcomes = order.join(pl.concat(parts), on="delta_id", how="left").sort("_order").drop("_order")
     if fatal:
@@ -284,4 +291,4 @@ def apply_in_parallel(mail: Any, deltas: pl.DataFrame, *, internal: list[str], s
 
 
 def _service(kind: str) -> str:
-    return {"ews": "Exchange", "graph": "Microsoft Graph"}.get(kind, kind or "the mailbox service")
+    return SERVICES.get(kind, kind or "the mailbox service")

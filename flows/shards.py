@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import polars as pl
 
 from connectors.errors import FatalError
+from flows.parallel import in_delta_order
 from transforms.schema import OUTCOME_SCHEMA, conform, empty
 
 
@@ -308,13 +309,7 @@ class DaskShards:
                            [(self.config_path, kind, p, internal, send_external, per_shard) for kind, p in parts],
                            got, local)
         outcomes.extend(conform(r.outcomes, OUTCOME_SCHEMA) for r in results if r.outcomes is not None)
-        order = deltas.select("delta_id").with_row_index("_order")
-        out = order.join(pl.concat(outcomes), on="delta_id", how="left").sort("_order").drop("_order")
-        if fatal:
-            exc = next(iter(fatal.values()))
-            exc.outcomes = out  # type: ignore[attr-defined]
-            raise exc
-        return out
+        return in_delta_order(deltas, outcomes, fatal)
 
     def _count(self, calls: dict[str, int]) -> None:
         for kind, n in calls.items():
