@@ -206,47 +206,37 @@ class SalesforceConnector:
         """
         org = self._org_info()
         owner_key = {uid: key.lower() for key, uid in users.items()}
-        rows: dict[str, dict[str, Any]] = {}
+        rows = _RowChunks()
         for part in packed(sorted(owner_key), lambda p: window_soql(p, window_start, window_end, org)):
             for rec in self._query(window_soql(part, window_start, window_end, org), "read Events"):
                 row = event_row(rec, owner_key.get(rec.get("OwnerId")))
                 if overlaps(row["start"], row["end"], window_start, window_end):
-                    rows[row["native_id"]] = row
+                    rows.add(row)
         # A malformed id cannot name a record (and would fail the whole query): it is gone.
-        missing = sorted({i for i in confirm_ids if is_record_id(i)} - set(rows))
+        missing = sorted({i for i in confirm_ids if is_record_id(i)} - rows.ids)
         for part in packed(missing, lambda p: by_id_soql(p, org)):
             for rec in self._query(by_id_soql(part, org), "confirm Events by id", include_deleted=True):
-                if rec.get("IsDeleted") or rec.get("OwnerId") not in owner_key:
+                if rec.get("IsDeleted") or rec.get("OwnerId") not in owner_key or rec["Id"] in rows.ids:
                     continue
-                row = event_row(rec, owner_key[rec["OwnerId"]])
-                rows[row["native_id"]] = row
-        if not rows:
-            return empty(EVENT_SCHEMA)
-        self._group_organizers(list(rows.values()), owner_key, org)
-        frame = pl.DataFrame(list(rows.values()), schema=EVENT_SCHEMA, strict=False)
-        return conform(frame, EVENT_SCHEMA).sort("user_key", "start", "native_id")
+                rows.add(event_row(rec, owner_key[rec["OwnerId"]]))
+        self._group_organizers(rows.children, rows.parents, owner_key, org)
+        frame = rows.frame()
+        return frame.sort("user_key", "start", "native_id") if frame.height else frame
 
-    def _group_organizers(self, rows: list[dict[str, Any]], owner_key: Mapping[str, str], org: OrgInfo) -> None:
+    def _group_organizers(self, children: list[dict[str, Any]], known: Mapping[tuple, dict[str, Any]],
+                          owner_key: Mapping[str, str], org: OrgInfo) -> None:
         """C15/R13: a child event's organizer is its parent's owner, not the child's owner (the invitee), and its
         invitees are the parent's (Salesforce lists relations on the parent only; the reconciler needs them to
         address the meeting to every synced invitee when a child owner organizes it, and never writes a child).
 
         No EventRelation points at a child, so the parent is found from the invitee side: the parent
         event that invites the child's owner (IsInvitee) with the same subject and times. A child whose
-        parent cannot be found keeps its owner as organizer and no invitees. Queries (the parents, then their
-        relations) are made only for children whose parent is not among ``rows`` (its owner is not synced).
+        parent cannot be found keeps its owner as organizer and no invitees. Most parents are owned by a synced
+        user and already read (``known``: (invited User id, subject, (start, end)) -> the parent's row, see
+        ``_RowChunks``): those match without a query. Queries (the parents, then their relations) are made only
+        for children whose parent is not among them (its owner is not synced).
         """
-        children = rows
         uid_of = {key: uid for uid, key in owner_key.items()}
-        # Most parents are owned by a synced user and already read: match those without a query.
-        known = {}
-        for r in children:
-            if r["is_child"]:
-                continue
-            for inv in r["invitees"]:
-                if inv.get("record_type") == "user" and inv.get("record_id"):
-                    known.setdefault((inv["record_id"], r["subject"], (r["start"], r["end"])), r)
-        children = [c for c in children if c["is_child"]]
         for c in children:
             found = known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
             if found:
@@ -670,6 +660,48 @@ def classify_error(exc: Exception, what: str, timeout: float, usage: tuple[int, 
             f"Salesforce refused to {what} ({code or 'HTTP 403'}: {message}); check the integration user's permissions"
         )
     return FatalError(f"Salesforce could not {what}: HTTP {status} {code or ''}: {message}".rstrip(": "))
+
+
+class _RowChunks:
+    """Event rows as they are read, kept as polars frames of ``CHUNK`` rows (not a dict per record for the whole
+    org: at 5,000 users that is a million dicts, gigabytes). Kept as dicts until the end: the child events
+    (``_group_organizers`` fills in their organizer and invitees), and, in ``parents``, each event that invites a
+    User, under (User id, subject, (start, end)), the key a child of that User finds its parent by."""
+
+    CHUNK = 20_000
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.children: list[dict[str, Any]] = []
+        self.parents: dict[tuple, dict[str, Any]] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._frames: list[pl.DataFrame] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        if row["native_id"] in self.ids:  # a record a query returned twice: the first is kept
+            return
+        self.ids.add(row["native_id"])
+        if row["is_child"]:
+            self.children.append(row)
+            return
+        for inv in row["invitees"]:
+            if inv.get("record_type") == "user" and inv.get("record_id"):
+                key = (inv["record_id"], row["subject"], (row["start"], row["end"]))
+                self.parents.setdefault(key, {"user_key": row["user_key"], "invitees": row["invitees"]})
+        self._rows.append(row)
+        if len(self._rows) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._frames.append(conform(pl.DataFrame(self._rows, schema=EVENT_SCHEMA, strict=False), EVENT_SCHEMA))
+            self._rows = []
+
+    def frame(self) -> pl.DataFrame:
+        self._rows.extend(self.children)
+        self.children = []
+        self._flush()
+        return pl.concat(self._frames) if self._frames else empty(EVENT_SCHEMA)
 
 
 def _utc(value: datetime) -> datetime:
