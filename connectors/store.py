@@ -393,13 +393,18 @@ class Store:
         events = self._frame(f"SELECT s.* FROM event_snapshots s WHERE {where}", params)
         if not events.height:
             return empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        # flat rows, put in lists by polars (DuckDB's list aggregation holds several times the result meanwhile)
         invitees = self._frame(
-            "SELECT i.run_id, i.side, i.native_id, list(struct_pack(i.email, i.response, i.record_id, i.record_type)"
-            f" ORDER BY i.email) AS invitees FROM invitee_snapshots i SEMI JOIN (SELECT s.run_id, s.side, s.native_id"
+            "SELECT i.run_id, i.side, i.native_id, i.email, i.response, i.record_id, i.record_type"
+            f" FROM invitee_snapshots i SEMI JOIN (SELECT s.run_id, s.side, s.native_id"
             f" FROM event_snapshots s WHERE {where}) k ON k.run_id = i.run_id AND k.side = i.side"
-            " AND k.native_id = i.native_id GROUP BY i.run_id, i.side, i.native_id",
+            " AND k.native_id = i.native_id",
             params,
         )
+        if invitees.height:
+            invitees = invitees.sort("email", nulls_last=True, maintain_order=True).group_by(
+                "run_id", "side", "native_id").agg(
+                pl.struct("email", "response", "record_id", "record_type").alias("invitees"))
         if invitees.height:
             events = events.join(invitees.with_columns(pl.col("side").cast(pl.String)),
                                  on=["run_id", "side", "native_id"], how="left")
@@ -483,29 +488,49 @@ class Store:
         with self.transaction():
             self._write_pairs(new_pairs)
 
-    def known_rows(self, kinds: dict[str, str], fmt: str, full_since: datetime) -> tuple[pl.DataFrame, set[str]]:
+    def known_versions(self, kinds: dict[str, str], fmt: str, full_since: datetime) -> tuple[pl.DataFrame, dict[str, str]]:
         """For incremental reads (``kinds``: mailbox -> the kind it is read through now): the mailboxes whose last
         read can be trusted (read through that kind, in row format ``fmt``, and read in full at or after
-        ``full_since``), and the rows their last read's snapshot kept, with their stored digests (a private
-        event's row keeps no subject, description or invitees, R9: its digests are all the sync needs of it)."""
+        ``full_since``) as mailbox -> the run whose snapshot holds their rows, and what a read needs to know of
+        those rows: (user_key, mailbox, native_id, version, start, end, is_private), sorted by mailbox. The rows
+        themselves are fetched afterwards, only those a read kept (``reused_rows``): never the whole org twice."""
+        slim = {"user_key": pl.String, "mailbox": pl.String, "native_id": pl.String, "version": pl.String,
+                "start": EVENT_SCHEMA["start"], "end": EVENT_SCHEMA["end"]}
+        trusted = self._trusted_reads(kinds, fmt, full_since)
+        if not trusted:
+            return empty(slim), {}
+        rows = self._frame(
+            "SELECT s.user_key, s.mailbox, s.native_id, s.version, s.start, s.\"end\" FROM event_snapshots s"
+            " WHERE s.side = 'email' AND (s.mailbox, s.run_id) IN (SELECT unnest(?), unnest(?))"
+            " ORDER BY s.mailbox, s.native_id",
+            [list(trusted), list(trusted.values())], slim)
+        return rows, trusted
+
+    def _trusted_reads(self, kinds: dict[str, str], fmt: str, full_since: datetime) -> dict[str, str]:
         if not kinds:
-            return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
+            return {}
         want = pl.DataFrame({"mailbox": list(kinds), "kind": list(kinds.values())})
         self.con.register("_want", want.to_arrow())
         try:
-            trusted = self.con.execute(
+            return dict(self.con.execute(
                 "SELECT m.mailbox, m.run_id FROM mailbox_reads m JOIN _want w ON w.mailbox = m.mailbox"
-                " AND w.kind = m.kind WHERE m.format = ? AND m.full_at >= ?", [fmt, full_since]).fetchall()
-            if not trusted:
-                return empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()
-            # the trusted (mailbox, run) pairs, as found above (not the same filter worked out again)
-            rows = self._snapshot_events(
-                "s.side = 'email' AND (s.mailbox, s.run_id) IN (SELECT unnest(?), unnest(?))",
-                [[m for m, _r in trusted], [r for _m, r in trusted]],
-            )
+                " AND w.kind = m.kind WHERE m.format = ? AND m.full_at >= ?", [fmt, full_since]).fetchall())
         finally:
             self.con.unregister("_want")
-        return rows, {m for m, _run in trusted}
+
+    def reused_rows(self, reused: pl.DataFrame) -> pl.DataFrame:
+        """The snapshot rows an incremental read kept (``reused``: mailbox, run_id, native_id), with their stored
+        digests (a private event's row keeps no subject, description or invitees, R9: its digests are all the
+        sync needs of it)."""
+        if not reused.height:
+            return empty(EVENT_SCHEMA | DERIVED_SCHEMA)
+        self.con.register("_reused", reused.select("mailbox", "run_id", "native_id").to_arrow())
+        try:
+            return self._snapshot_events(
+                "s.side = 'email' AND (s.mailbox, s.run_id, s.native_id) IN"
+                " (SELECT mailbox, run_id, native_id FROM _reused)", [])
+        finally:
+            self.con.unregister("_reused")
 
     def record_mailbox_reads(self, run_id: str, reads: dict[str, tuple[str, bool]], fmt: int,
                              now: datetime | None = None) -> None:

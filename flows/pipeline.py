@@ -256,19 +256,22 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
         confirm_ids=mine["sf_id"].drop_nulls().to_list(),
     )
     kinds = {m: k for m in users["mailbox"].to_list() if (k := conns.mail.kind_of(m))}
-    known, trusted = (empty(EVENT_SCHEMA | DERIVED_SCHEMA), set()) if full_read else store.known_rows(
+    known, runs = (None, {}) if full_read else store.known_versions(
         kinds, row_format(), (now or datetime.now(timezone.utc)) - FULL_READ_EVERY)
-    # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
-    known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
+    if known is not None:  # rows of the same user's mailbox only (a mailbox given to another user starts afresh)
+        known = known.join(users.select("user_key", "mailbox"), on=["user_key", "mailbox"], how="semi")
+    trusted = set(runs)
     if shards is not None:
-        email_events, email_notes, failed_users, unreadable = merge_reads(users, shards.read(
-            users, mine, w_start, w_end, known, trusted, conns.parallel, progress))
+        reads = shards.read(users, mine, w_start, w_end, known, trusted, conns.parallel, progress)
     else:
-        email_events, email_notes, failed_users, unreadable = _extract_mailboxes(
-            conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
+        reads = read_mailboxes(conns.mail, users, mine, w_start, w_end, progress, known, trusted, conns.parallel)
+    del known  # what the reads needed of the last reads' rows; the rows they kept are fetched once, below
+    email_events, email_notes, failed_users, unreadable = merge_reads(users, reads, store, runs)
+    del reads
     notes.extend(email_notes)
     # (the digests reused private rows brought along; null elsewhere: normalise computes them)
-    events = pl.concat([conform(sf_events, ROW_SCHEMA), conform(email_events, ROW_SCHEMA)])
+    events = pl.concat([conform(sf_events, ROW_SCHEMA), conform(email_events, ROW_SCHEMA)], rechunk=False)
+    del sf_events, email_events
     # A user whose mailbox could not be read is left out whole this run (both sides), and a pair
     # whose email item could not be read is held: neither counts as a deletion.
     held = mine.filter(pl.col("email_id").is_in(list(unreadable)) | pl.col("user_key").is_in(list(failed_users)))
@@ -289,68 +292,51 @@ def extract(cfg: Config, conns: Connections, store: Store, today: date,
 
 def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: datetime, w_end: datetime,
                  confirm: list[str], known: pl.DataFrame | None = None,
-                 ) -> tuple[pl.DataFrame, list[dict], set[str]]:
+                 ) -> tuple[pl.DataFrame, list[dict], set[str], list[str]]:
     """One mailbox's view over the window, plus the paired ``confirm`` ids the view did not return, looked up
-    by id (found: still there, outside the window; not found: gone). Returns (events, notes, unreadable ids).
+    by id (found: still there, outside the window; not found: gone). Returns (events read, notes, unreadable
+    ids, reused ids).
 
-    ``known``: the rows of this mailbox's last trusted read (incremental read). The items the view shows at the
-    version of their known row are not fetched: their known rows are used, when they overlap the window (C1)
-    or are among ``confirm`` (still in the calendar, outside the window)."""
+    ``known``: what its last trusted read kept of this mailbox's rows (native_id, version, start, end: see
+    ``Store.known_versions``; incremental read). The items the view shows at the version of their known row are
+    not fetched; their known rows are to be reused (``reused ids``, fetched from the store by the caller) when
+    they overlap the window (C1) or are among ``confirm`` (still in the calendar, outside the window)."""
     versions = dict(zip(known["native_id"].to_list(), known["version"].to_list())) if known is not None else None
     got = mail.read(user_key, mailbox, w_start, w_end, known=versions)
-    frames = [conform(got.events, ROW_SCHEMA)]
+    events = conform(got.events, ROW_SCHEMA)
+    reused: list[str] = []
     if got.unchanged:
         reused = known.filter(pl.col("native_id").is_in(got.unchanged)
                               & (((pl.col("start") < w_end) & (pl.col("end") > w_start))
-                                 | pl.col("native_id").is_in(list(confirm))))
-        # a private row keeps no details (R9): only its stored digests describe it; others are hashed afresh
-        private = pl.col("is_private").fill_null(False)
-        frames.append(conform(reused, ROW_SCHEMA).with_columns(
-            pl.when(private).then(pl.col(c)).otherwise(None).alias(c) for c in DERIVED_SCHEMA))
-    events = pl.concat(frames)
-    seen = set(events["native_id"].to_list())
+                                 | pl.col("native_id").is_in(list(confirm))))["native_id"].to_list()
+    seen = set(events["native_id"].to_list()) | set(reused)
     more = mail.confirm(user_key, mailbox, [i for i in dict.fromkeys(confirm) if i not in seen])
     notes, unreadable = [], set()
     for problem_user, native_id, reason in got.problems + more.problems:
         if native_id:
             unreadable.add(native_id)
         notes.append(_note(problem_user, "skipped", str(reason).split(":")[0], str(reason), "email", native_id))
-    return pl.concat([events, conform(more.events, ROW_SCHEMA)]), notes, unreadable
-
-
-def _extract_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame,
-                       w_start: datetime, w_end: datetime, progress: Progress | None = None,
-                       known: pl.DataFrame | None = None, trusted: set[str] = frozenset(),
-                       limits: dict[str, int] | None = None,
-                       ) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
-    """Read each mailbox on its own, so one mailbox's trouble (access refused, no such mailbox) leaves the
-    other users syncing; incrementally where its last read is ``trusted`` (``known``: those reads' rows).
-    Mailboxes are read in parallel, at most ``limits[kind]`` per service at once (``flows.parallel``: it backs
-    off when a service throttles); the results are put together in the users' order, as one at a time would.
-    Returns (events, notes, failed users, unreadable ids)."""
-    results = read_mailboxes(mail, users, pairs, w_start, w_end, progress, known, trusted, limits)
-    return merge_reads(users, results)
+    return pl.concat([events, conform(more.events, ROW_SCHEMA)]), notes, unreadable, reused
 
 
 def read_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame, w_start: datetime,
                    w_end: datetime, progress: Progress | None = None, known: pl.DataFrame | None = None,
                    trusted: set[str] = frozenset(), limits: dict[str, int] | None = None,
                    ) -> list[tuple[pl.DataFrame, list[dict], set[str]] | FatalError]:
-    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids), or the ``FatalError`` that kept
+    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids, reused ids), or the ``FatalError`` that kept
     the mailbox from being read. A ``RetriableError`` still unresolved after the pool's retry is raised."""
     from flows.parallel import Job, run_pool
 
     # split once (not a filter of the whole table per user)
     confirm_of = dict(pairs.select("user_key", "email_id").drop_nulls().group_by("user_key").agg("email_id")
                       .iter_rows()) if pairs.height else {}
-    known_of = ({m: f for (m,), f in known.partition_by("mailbox", as_dict=True).items()}
-                if known is not None and known.height else {})
+    known_of = _slices_by_mailbox(known)
     kind_of = getattr(mail, "kind_of", None)
 
     def job(user_key: str, mailbox: str) -> Callable[[], object]:
         base = (known_of.get(mailbox, known.head(0)) if known is not None else None) if mailbox in trusted else None
 
-        def read() -> tuple[pl.DataFrame, list[dict], set[str]] | FatalError:
+        def read() -> tuple[pl.DataFrame, list[dict], set[str], list[str]] | FatalError:
             try:
                 return read_mailbox(mail, user_key, mailbox, w_start, w_end, confirm_of.get(user_key, []), base)
             except FatalError as exc:
@@ -374,11 +360,28 @@ def read_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFr
     return results
 
 
-def merge_reads(users: pl.DataFrame, results: list) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+def _slices_by_mailbox(known: pl.DataFrame | None) -> dict[str, pl.DataFrame]:
+    """mailbox -> its rows of ``known`` (sorted by mailbox, as ``Store.known_versions`` gives it): zero-copy slices,
+    not a copy of every row as ``partition_by`` makes."""
+    if known is None or not known.height:
+        return {}
+    known = known.sort("mailbox") if not known["mailbox"].is_sorted() else known
+    runs = known.select(pl.col("mailbox").rle()).unnest("mailbox")  # len, value
+    out, at = {}, 0
+    for n, mailbox in runs.iter_rows():
+        out[mailbox] = known.slice(at, n)
+        at += n
+    return out
+
+
+def merge_reads(users: pl.DataFrame, results: list, store: Store | None = None,
+                runs: dict[str, str] | None = None) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """The per-user results of ``read_mailboxes`` as (events, notes, failed users, unreadable ids); a mailbox
-    that could not be read is noted and its user left out. Raises the first error when nobody could be read
-    (the credentials or the server, not one mailbox)."""
+    that could not be read is noted and its user left out. The rows the reads reused come from ``store``: the
+    snapshot of the mailbox's last read (``runs``: mailbox -> its run), fetched in one query. Raises the first
+    error when nobody could be read (the credentials or the server, not one mailbox)."""
     frames, notes, failed, unreadable = [], [], set(), set()
+    reused: dict[str, list] = {"mailbox": [], "native_id": []}
     first_error: FatalError | None = None
     for (user_key, mailbox), result in zip(users.select("user_key", "mailbox").rows(), results):
         if isinstance(result, FatalError):
@@ -387,13 +390,26 @@ def merge_reads(users: pl.DataFrame, results: list) -> tuple[pl.DataFrame, list[
             notes.append(_note(user_key, "refused", "mailbox_unreadable",
                                f"could not read mailbox {mailbox}: {result}; this user is not synced this run"))
             continue
-        events, user_notes, user_unreadable = result
+        events, user_notes, user_unreadable, user_reused = result
         frames.append(events)
         notes.extend(user_notes)
         unreadable |= user_unreadable
+        reused["mailbox"].extend([mailbox] * len(user_reused))
+        reused["native_id"].extend(user_reused)
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
-    events = pl.concat(frames) if frames else empty(ROW_SCHEMA)
+    if reused["native_id"]:
+        if store is None or not runs:
+            raise ValueError("reads reused rows of a last read, but no store was given to fetch them from")
+        wanted = pl.DataFrame(reused, schema={"mailbox": pl.String, "native_id": pl.String}).with_columns(
+            pl.col("mailbox").replace_strict(runs, return_dtype=pl.String).alias("run_id"))
+        del reused
+        kept = store.reused_rows(wanted)
+        # a private row keeps no details (R9): only its stored digests describe it; others are hashed afresh
+        private = pl.col("is_private").fill_null(False)
+        frames.append(conform(kept, ROW_SCHEMA).with_columns(
+            pl.when(private).then(pl.col(c)).otherwise(None).alias(c) for c in DERIVED_SCHEMA))
+    events = pl.concat(frames, rechunk=False) if frames else empty(ROW_SCHEMA)
     return events, notes, failed, unreadable
 
 
