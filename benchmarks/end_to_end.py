@@ -32,9 +32,12 @@ the IDEAL count for that run:
 - Graph: per mailbox one calendarView page per 1000 events (at least 1), then ceil(changed / 20) $batches of GETs
   and ceil(writes / 20) write $batches over all Graph mailboxes (a $batch may mix mailboxes).
 
-An item is CHANGED in a run when the store did not know it at that version after the previous run: its (id,
-change key) is neither in the previous run's snapshot nor among the previous run's applied writes (``new_id``,
-``new_version``). In a first run every item is changed. The view's items are the run's snapshot rows of the
+An item is CHANGED in a run when the previous run did not read it at that version: its (id, change key) is not in
+the previous run's snapshot. In a first run every item is changed. The items calsync itself wrote in the previous
+run are changed in this sense (no read has seen them; EWS's CreateItem reply carries only the new id and change
+key, so calsync reads each of them once, see docs/scale.md): the output counts them apart ("of which N calsync
+wrote in the run before"), and a second quiet run (``--runs first,quiet,quiet``) shows the ideal with nothing
+of the kind. The view's items are the run's snapshot rows of the
 mailbox; writes are the run's email deltas (create, update, delete). Nothing is hard-coded: every figure is
 measured in this run. Output: a table, then one JSON line, with the load average at the start and the end.
 
@@ -177,7 +180,19 @@ def _rss_mib() -> float:
 
 
 def _peak_rss_mib() -> float:
+    """The peak RSS since the last ``_reset_peak`` (VmHWM; the process's lifetime peak where it cannot be reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak() -> None:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM to the current RSS)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 class StageClock:
@@ -189,10 +204,15 @@ class StageClock:
 
     def stage(self, name, fn, *args):
         w, c = time.perf_counter(), time.process_time()
+        self.run_peak = max(getattr(self, "run_peak", 0.0), _peak_rss_mib())
+        _reset_peak()
         try:
             return fn(*args)
         finally:
-            self.stages[name] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
+            peak = _peak_rss_mib()
+            self.run_peak = max(self.run_peak, peak)
+            self.stages[name] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+                                 "peak_rss_mib": peak}
 
     def progress(self, name: str, done: int, total: int) -> None:
         if name != "read mailboxes":
@@ -205,30 +225,68 @@ class StageClock:
             self.stages["extract: mailboxes"] = {"wall_s": now[0] - w, "cpu_s": now[1] - c}
 
 
-def measure_run(name: str, cfg, today: date, control: Control, sandbox: SandboxProcess, n_users: int,
-                rss_prev: float) -> dict:
+def timed_run(cfg, today: date) -> dict:
+    """One ``run_sync`` with its wall, client CPU, peak RSS (of this run alone) and time per stage."""
     from flows.sync import run_sync
 
     clock = StageClock()
-    before = control.counts()
-    sb_cpu0 = sandbox.cpu_s()
+    _reset_peak()
     w0, c0 = time.perf_counter(), time.process_time()
     summary = run_sync(cfg, today=today, stage=clock.stage, progress=clock.progress)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    sb_cpu = sandbox.cpu_s() - sb_cpu0
-    after = control.counts()
-    rss = _rss_mib()
     ex = clock.stages.get("extract")
     mb = clock.stages.get("extract: mailboxes")
     if ex and mb:
-        clock.stages["extract: salesforce"] = {k: ex[k] - mb[k] for k in ex}
-    return {
-        "name": name, "run_id": summary["run_id"], "status": summary["status"],
-        "wall_s": wall, "cpu_s": cpu, "cpu_per_user_s": cpu / max(n_users, 1),
-        "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss, "rss_growth_mib": rss - rss_prev,
-        "sandbox_cpu_s": sb_cpu, "stages": clock.stages, "totals": summary["totals"],
-        "_counts": _diff(after, before),
-    }
+        clock.stages["extract: salesforce"] = {k: ex[k] - mb[k] for k in ("wall_s", "cpu_s")}
+    return {"run_id": summary["run_id"], "status": summary["status"], "wall_s": wall, "cpu_s": cpu,
+            "peak_rss_mib": max(getattr(clock, "run_peak", 0.0), _peak_rss_mib()), "rss_mib": _rss_mib(),
+            "stages": clock.stages, "totals": summary["totals"]}
+
+
+def measure_run(name: str, cfg, today: date, control: Control, sandbox: SandboxProcess, n_users: int,
+                rss_prev: float, fresh: tuple[Path, int] | None = None) -> dict:
+    """``fresh`` (config file, --max-parallel): the run is made in a child process of its own, as ``calsync sync``
+    and a Prefect-served deployment (one ``python -m prefect.engine`` process per flow run) make each run."""
+    before = control.counts()
+    sb_cpu0 = sandbox.cpu_s()
+    if fresh is None:
+        run = timed_run(cfg, today)
+        rss_start = rss_prev
+    else:
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child-run", str(fresh[0]), "--today", today.isoformat(),
+             "--max-parallel", str(fresh[1])], cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"the {name} run's process failed:\n{out.stderr[-3000:]}")
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        rss_start = run.pop("rss_start_mib")
+    sb_cpu = sandbox.cpu_s() - sb_cpu0
+    after = control.counts()
+    return {"name": name, **run, "cpu_per_user_s": run["cpu_s"] / max(n_users, 1),
+            "rss_growth_mib": run["rss_mib"] - rss_start, "fresh_process": fresh is not None,
+            "sandbox_cpu_s": sb_cpu, "_counts": _diff(after, before)}
+
+
+def child_run(args) -> None:
+    """``--child-run CONFIG``: one run in this fresh process; prints its ``timed_run`` as one JSON line."""
+    from flows.config import load_config
+
+    cfg = _with_parallel(load_config(Path(args.child_run)), args.max_parallel)
+    import flows.sync  # noqa: F401 - imported before the clock starts, as in the parent
+
+    rss_start = _rss_mib()
+    run = timed_run(cfg, date.fromisoformat(args.today))
+    print(json.dumps({**run, "rss_start_mib": rss_start}, default=str), flush=True)
+
+
+def _with_parallel(cfg, n: int):
+    """[exchange] / [graph] max_parallel_mailboxes = n (0: the config's own)."""
+    if not n:
+        return cfg
+    import dataclasses
+
+    return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), max_parallel_mailboxes=n)
+                                       for k in ("exchange", "graph") if getattr(cfg, k) is not None})
 
 
 # ---------------------------------------------------------------------------------------------- the ideal counts
@@ -268,23 +326,25 @@ def store_facts(store_path: Path, run_ids: list[str]) -> dict[str, dict]:
 
 def ideal_counts(runs: list[dict], facts: dict[str, dict], kinds: dict[str, str]) -> None:
     """Add ``calls`` (client, sandbox, by operation, ideal with its parts) per side to every run."""
-    known: set[tuple[str, str]] = set()
+    read: set[tuple[str, str]] = set()  # (id, version) of the items the run before read
+    wrote: set[tuple[str, str]] = set()  # ... and of those it wrote (applied creates and updates)
     for run in runs:
         f = facts[run["run_id"]]
         counts = run.pop("_counts")
         view: dict[str, int] = {m: 0 for m in kinds}
         changed: dict[str, int] = {m: 0 for m in kinds}
+        own: dict[str, int] = {m: 0 for m in kinds}
         for mailbox, native_id, version in f["items"]:
             view[mailbox] = view.get(mailbox, 0) + 1
-            if (native_id, version) not in known:
+            if (native_id, version) not in read:
                 changed[mailbox] = changed.get(mailbox, 0) + 1
+                own[mailbox] = own.get(mailbox, 0) + ((native_id, version) in wrote)
         writes: dict[tuple[str, str], int] = {}
         for mailbox, op, _status, _new_id, _new_version in f["writes"]:
             writes[(mailbox, op)] = writes.get((mailbox, op), 0) + 1
-        # what the store knows after this run: what it read, and what it wrote (at the version it wrote)
-        known = {(i, v) for _m, i, v in f["items"]} | {
-            (new_id, new_version) for _m, op, status, new_id, new_version in f["writes"]
-            if status == "applied" and op != "delete" and new_id}
+        read = {(i, v) for _m, i, v in f["items"]}
+        wrote = {(new_id, new_version) for _m, op, status, new_id, new_version in f["writes"]
+                   if status == "applied" and op != "delete" and new_id}
 
         ews = [m for m, k in kinds.items() if k == "ews"]
         graph = [m for m, k in kinds.items() if k == "graph"]
@@ -293,6 +353,7 @@ def ideal_counts(runs: list[dict], facts: dict[str, dict], kinds: dict[str, str]
             "getitem_batches": sum(_batches(changed.get(m, 0), EWS_BATCH) for m in ews),
             "write_batches": sum(_batches(n, EWS_BATCH) for (m, _op), n in writes.items() if kinds.get(m) == "ews"),
             "view_items": sum(view.get(m, 0) for m in ews), "changed_items": sum(changed.get(m, 0) for m in ews),
+            "own_writes_read_back": sum(own.get(m, 0) for m in ews),
             "writes": sum(n for (m, _op), n in writes.items() if kinds.get(m) == "ews"),
         }
         g_changed = sum(changed.get(m, 0) for m in graph)
@@ -301,6 +362,7 @@ def ideal_counts(runs: list[dict], facts: dict[str, dict], kinds: dict[str, str]
             "views": sum(_pages(view.get(m, 0), GRAPH_VIEW_PAGE) for m in graph),
             "get_batches": _batches(g_changed, GRAPH_BATCH), "write_batches": _batches(g_writes, GRAPH_BATCH),
             "view_items": sum(view.get(m, 0) for m in graph), "changed_items": g_changed, "writes": g_writes,
+            "own_writes_read_back": sum(own.get(m, 0) for m in graph),
         }
         sf = counts.get("salesforce", {})
         queries = sf.get("queries", {})
@@ -400,7 +462,8 @@ def measure(args) -> dict:
     today = datetime.now(timezone.utc).date()
     with tempfile.TemporaryDirectory(prefix="calsync-e2e-") as tmp:
         work = Path(tmp)
-        sandbox = SandboxProcess(args.users, args.events, args.graph_share, args.latency_ms, today, work)
+        sandbox = SandboxProcess(args.users, args.events, args.graph_share,
+                                 0.0 if args.latency_from else args.latency_ms, today, work)
         try:
             from flows.config import load_config
             from flows.demo import write_config
@@ -409,23 +472,28 @@ def measure(args) -> dict:
             spec = generate(args.users, 0, graph_share=args.graph_share)  # the users and their kinds, no events
             kinds = {u["email"].lower(): u["mailbox_kind"] for u in spec["users"]}
             store = work / "calsync.duckdb"
-            cfg = load_config(write_config(sandbox, spec, work / "calsync.toml", store))
-            if args.max_parallel:  # [exchange] / [graph] max_parallel_mailboxes (1: one mailbox at a time)
-                import dataclasses
-
-                cfg = dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), max_parallel_mailboxes=args.max_parallel)
-                                                  for k in ("exchange", "graph") if getattr(cfg, k) is not None})
+            cfg_path = write_config(sandbox, spec, work / "calsync.toml", store)
+            # [exchange] / [graph] max_parallel_mailboxes (1: one mailbox at a time)
+            cfg = _with_parallel(load_config(cfg_path), args.max_parallel)
             control = Control(sandbox.info)
             import flows.sync  # noqa: F401 - imported before the first run's clock starts
 
             rss_start = _rss_mib()
             runs, rss_prev, edits = [], rss_start, None
-            for name in runs_wanted:
-                if name == "steady":
-                    edits = steady_edits(control, sandbox.info, store, kinds, args.steady_share, args.latency_ms,
+            lat_now = 0.0 if args.latency_from else args.latency_ms
+            for i, kind in enumerate(runs_wanted):
+                # a run asked for again is named with its count: quiet, quiet2
+                name = kind if kind not in runs_wanted[:i] else f"{kind}{runs_wanted[:i + 1].count(kind)}"
+                if kind == "steady":
+                    edits = steady_edits(control, sandbox.info, store, kinds, args.steady_share, lat_now,
                                          today)
-                run = measure_run(name, cfg, today, control, sandbox, args.users, rss_prev)
+                if args.latency_from and name == args.latency_from:
+                    control.set_latency(args.latency_ms)
+                    lat_now = args.latency_ms
+                fresh = (cfg_path, args.max_parallel) if args.fresh_process and i else None
+                run = measure_run(name, cfg, today, control, sandbox, args.users, rss_prev, fresh)
                 rss_prev = run["rss_mib"]
+                run["latency_ms"] = lat_now
                 runs.append(run)
                 print(f"  {name}: {run['status']} in {run['wall_s']:.1f} s", file=sys.stderr, flush=True)
             ideal_counts(runs, store_facts(store, [r["run_id"] for r in runs]), kinds)
@@ -433,7 +501,7 @@ def measure(args) -> dict:
             sandbox.stop()
     result = {
         "benchmark": "end_to_end", "users": args.users, "events": args.events, "graph_share": args.graph_share,
-        "latency_ms": args.latency_ms, "mailboxes": {"ews": sum(k == "ews" for k in kinds.values()),
+        "latency_ms": args.latency_ms, "latency_from": args.latency_from, "mailboxes": {"ews": sum(k == "ews" for k in kinds.values()),
                                                     "graph": sum(k == "graph" for k in kinds.values())},
         "today": today.isoformat(), "sandbox_seed_s": sandbox.seed_s, "client_rss_start_mib": rss_start,
         "steady_edits": edits, "runs": runs,
@@ -457,9 +525,10 @@ def ratios(result: dict) -> dict:
         for side, c in run["calls"].items():
             if c["ideal"]:
                 r[f"{side}_calls_vs_ideal"] = c["sandbox"] / c["ideal"]
-        if result["latency_ms"]:
+        lat = run.get("latency_ms", result["latency_ms"])
+        if lat:
             calls = sum(c["sandbox"] for c in run["calls"].values())
-            r["latency_share_of_wall"] = calls * result["latency_ms"] / 1000 / run["wall_s"]
+            r["latency_share_of_wall"] = calls * lat / 1000 / run["wall_s"]
         r["client_cpu_vs_sandbox_cpu"] = run["cpu_s"] / run["sandbox_cpu_s"] if run["sandbox_cpu_s"] else None
         out[name] = r
     return out
@@ -493,7 +562,9 @@ def report(result: dict) -> None:
         print(f"{r['name']:<7} {r['status']:<9} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['cpu_per_user_s']:>9.3f} "
               f"{r['peak_rss_mib']:>9.0f} {r['rss_mib']:>8.0f} {r['rss_growth_mib']:>+7.0f} {r['sandbox_cpu_s']:>8.2f}  "
               f"{_calls(c['salesforce']):<16} {_calls(c['ews']):<16} {_calls(c['graph']):<18} "
-              f"{t.get('created', 0)}c {t.get('updated', 0)}u {t.get('deleted', 0)}d {t.get('failed', 0)}f")
+              f"{t.get('created', 0)}c {t.get('updated', 0)}u {t.get('deleted', 0)}d {t.get('failed', 0)}f"
+              + (" [own process]" if r.get("fresh_process") else "")
+              + (f" [{r['latency_ms']:g} ms/call]" if result.get("latency_from") else ""))
     print("calls by operation (sandbox) and the ideal's parts:")
     for r in result["runs"]:
         c = r["calls"]
@@ -505,20 +576,23 @@ def report(result: dict) -> None:
             ep = c["ews"]["ideal_parts"]
             print(f"  {'':<6} ews: {_ops(c['ews']['by_operation'])}")
             print(f"  {'':<6}   ideal {c['ews']['ideal']} = {ep['views']} views ({ep['view_items']} items) + "
-                  f"{ep['getitem_batches']} GetItem ({ep['changed_items']} changed) + {ep['write_batches']} write "
+                  f"{ep['getitem_batches']} GetItem ({ep['changed_items']} changed, of which {ep['own_writes_read_back']} calsync "
+                  f"wrote in the run before) + {ep['write_batches']} write "
                   f"batches ({ep['writes']} writes)")
         if result["mailboxes"]["graph"]:
             gp = c["graph"]["ideal_parts"]
             print(f"  {'':<6} graph: {_ops(c['graph']['by_operation'])}; in $batches: "
                   f"{_ops(c['graph']['batch_operations'])}")
             print(f"  {'':<6}   ideal {c['graph']['ideal']} = {gp['views']} views ({gp['view_items']} events) + "
-                  f"{gp['get_batches']} GET $batches ({gp['changed_items']} changed) + {gp['write_batches']} write "
+                  f"{gp['get_batches']} GET $batches ({gp['changed_items']} changed, of which {gp['own_writes_read_back']} "
+                  f"calsync wrote in the run before) + {gp['write_batches']} write "
                   f"$batches ({gp['writes']} writes)")
-    print("time per stage (wall s / client cpu s):")
+    print("time per stage (wall s / client cpu s [/ peak RSS MiB within the stage]):")
     for r in result["runs"]:
-        parts = [f"{k} {v['wall_s']:.2f}/{v['cpu_s']:.2f}" for k, v in r["stages"].items()]
+        parts = [f"{k} {v['wall_s']:.2f}/{v['cpu_s']:.2f}" + (f"/{v['peak_rss_mib']:.0f}" if "peak_rss_mib" in v else "")
+                 for k, v in r["stages"].items()]
         print(f"  {r['name']:<6} " + ", ".join(parts))
-    print("ratios (same process): " + "; ".join(
+    print("ratios (same invocation): " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         for name, r in result["ratios"].items()))
     la = result["loadavg_end"]
@@ -597,7 +671,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="events per user in the generated org")
     ap.add_argument("--graph-share", type=float, default=0.0, help="share of mailboxes in Exchange Online (Graph)")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency per API call of every server")
-    ap.add_argument("--runs", default="first,quiet", help="first,quiet[,steady]")
+    ap.add_argument("--runs", default="first,quiet", help="first,quiet[,quiet][,steady] (a repeated run: quiet2)")
     ap.add_argument("--max-parallel", type=int, default=0,
                     help="mailboxes in flight per service (max_parallel_mailboxes; default: the config's, 16)")
     ap.add_argument("--steady-share", type=float, default=0.1, help="share of users edited before the steady run")
@@ -607,7 +681,16 @@ def main() -> None:
     ap.add_argument("--matrix-latency", default="0,100")
     ap.add_argument("--latency-max-users", type=int, default=None,
                     help="with --matrix: skip measurements with latency above this many users")
+    ap.add_argument("--latency-from", default=None, metavar="RUN",
+                    help="the latency applies from this run on (its name: quiet, quiet2, ...); before it, none")
+    ap.add_argument("--fresh-process", action="store_true",
+                    help="each run after the first in a process of its own (as calsync sync and a served deployment)")
+    ap.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--today", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_run:
+        child_run(args)
+        return
     if args.matrix:
         matrix(args)
         return
