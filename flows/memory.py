@@ -5,10 +5,10 @@ A run reads a whole org into frames, plans, writes, and lets them go; a long-liv
 hours. Two allocators keep freed memory by default, and each makes the peak of one run, and the memory an idle
 deployment holds, larger than what is in use:
 
-- polars allocates with jemalloc, which keeps freed pages for 10 s of allocator activity (``dirty_decay_ms``)
-  and then as "muzzy" pages for as long again: a run's stages stack their freed frames on top of each other.
-  calsync asks it to return dirty pages after 1 s and muzzy ones at once, and to purge from a background thread,
-  so an idle process shrinks too. ``_RJEM_MALLOC_CONF`` set by the operator is left as it is.
+- polars allocates with jemalloc, which polars itself tells to keep freed pages 0.5 s ("dirty") and then 1 s
+  more ("muzzy"), and which purges them only while it is allocating: a process that goes quiet keeps them.
+  calsync adds a background thread that purges, and drops muzzy pages at once (polars appends these to its own
+  ``_RJEM_MALLOC_CONF``; later settings win). One the operator set is left as it is.
 - glibc's malloc (exchangelib, lxml, requests, DuckDB's own allocations) makes one arena per thread that
   allocates, up to 8 per core, and a freed chunk stays in its arena: with 16 mailboxes read at once, 16 arenas
   of fragments. calsync caps them at 4 (``mallopt(M_ARENA_MAX)``), unless ``MALLOC_ARENA_MAX`` is set.
@@ -21,7 +21,7 @@ import ctypes.util
 import os
 import sys
 
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+JEMALLOC_CONF = "background_thread:true,muzzy_decay_ms:0"
 ARENA_MAX = 4
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
