@@ -48,6 +48,8 @@ ROW_FORMAT = 1
 
 def row_format() -> str:
     return f"{ROW_FORMAT}/polars {pl.__version__}"
+# Rows kept from the last reads are fetched from the store this many at a time (see merge_reads).
+REUSED_PER_QUERY = 25_000
 # The safety net: each mailbox is read in full at least this often, whatever its change keys say.
 FULL_READ_EVERY = timedelta(hours=24)
 
@@ -404,7 +406,9 @@ def merge_reads(users: pl.DataFrame, results: list, store: Store | None = None,
         wanted = pl.DataFrame(reused, schema={"mailbox": pl.String, "native_id": pl.String}).with_columns(
             pl.col("mailbox").replace_strict(runs, return_dtype=pl.String).alias("run_id"))
         del reused
-        kept = store.reused_rows(wanted)
+        # in parts: DuckDB's memory for one query grows with its result, a few times the frame it makes
+        kept = pl.concat([store.reused_rows(wanted.slice(at, REUSED_PER_QUERY))
+                          for at in range(0, wanted.height, REUSED_PER_QUERY)], rechunk=False)
         # a private row keeps no details (R9): only its stored digests describe it; others are hashed afresh
         private = pl.col("is_private").fill_null(False)
         frames.append(conform(kept, ROW_SCHEMA).with_columns(

@@ -118,6 +118,18 @@ def test_a_quiet_run_fetches_nothing_and_its_snapshot_is_complete(world):
     assert reads == {ALICE: runs[-1], BOB: runs[-1]}
 
 
+def test_rows_kept_from_the_last_read_are_the_same_fetched_in_parts(world, monkeypatch):
+    # a big org fetches the kept rows in parts (pipeline.REUSED_PER_QUERY); here parts of 2 rows, with invitees
+    _settled(world, (ALICE, "With invitees", at(5, 9), at(5, 10), {"required_attendees": [BOB, "guest@example.com"]}))
+    monkeypatch.setattr(pipeline, "REUSED_PER_QUERY", 2)
+    inc_fetched, _full = _same_as_a_full_read(world)
+    assert inc_fetched == 0
+    inc, _ = _extract(world)
+    kept = inc.events.filter((pl.col("subject") == "With invitees") & (pl.col("side") == "email")
+                             & (pl.col("user_key") == ALICE))
+    assert kept.height == 1 and sorted(i["email"] for i in kept["invitees"][0]) == [BOB, "guest@example.com"]
+
+
 def test_every_kind_of_change_is_read_again(world):
     _settled(world)
     alice = world.person(ALICE)
