@@ -23,7 +23,9 @@ def test_every_documented_query_runs_and_returns_rows(world, tmp_path, capsys):
     world.sb.exchange.org.add_item(BOB, "Partner call", at(2, 9), at(2, 10))
     for _ in range(2):
         world.sb.exchange.org.add_item(BOB, "Dup", at(3, 9), at(3, 10))
-    # A write that fails in the first run (Bob's mailbox is the second written) and the second run makes.
+    # A write that fails in the first run (Bob's mailbox is the second written: one mailbox at a time, so the
+    # fault after the first create always hits Bob's) and the second run makes.
+    world.configure(exchange="max_retry_wait_s = 2\nmax_parallel_mailboxes = 1")
     org.add_event(world.ids[BOB], "Flaky", at(4, 9), at(4, 10))
     world.sb.faults.add("http_503", count=50, route="CreateItem", after=1)
     assert world.sync()["status"] == "partial"
