@@ -201,10 +201,11 @@ class StageClock:
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, float]] = {}
         self._phase: dict[str, tuple[float, float]] = {}
+        self.run_peak = 0.0  # the highest peak RSS any stage of the run reached (MiB)
 
     def stage(self, name, fn, *args):
         w, c = time.perf_counter(), time.process_time()
-        self.run_peak = max(getattr(self, "run_peak", 0.0), _peak_rss_mib())
+        self.run_peak = max(self.run_peak, _peak_rss_mib())
         _reset_peak()
         try:
             return fn(*args)
@@ -239,7 +240,7 @@ def timed_run(cfg, today: date) -> dict:
     if ex and mb:
         clock.stages["extract: salesforce"] = {k: ex[k] - mb[k] for k in ("wall_s", "cpu_s")}
     return {"run_id": summary["run_id"], "status": summary["status"], "wall_s": wall, "cpu_s": cpu,
-            "peak_rss_mib": max(getattr(clock, "run_peak", 0.0), _peak_rss_mib()), "rss_mib": _rss_mib(),
+            "peak_rss_mib": max(clock.run_peak, _peak_rss_mib()), "rss_mib": _rss_mib(),
             "stages": clock.stages, "totals": summary["totals"]}
 
 
@@ -344,7 +345,7 @@ def ideal_counts(runs: list[dict], facts: dict[str, dict], kinds: dict[str, str]
             writes[(mailbox, op)] = writes.get((mailbox, op), 0) + 1
         read = {(i, v) for _m, i, v in f["items"]}
         wrote = {(new_id, new_version) for _m, op, status, new_id, new_version in f["writes"]
-                   if status == "applied" and op != "delete" and new_id}
+                 if status == "applied" and op != "delete" and new_id}
 
         ews = [m for m, k in kinds.items() if k == "ews"]
         graph = [m for m, k in kinds.items() if k == "graph"]

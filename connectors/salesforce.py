@@ -220,8 +220,7 @@ class SalesforceConnector:
                     continue
                 rows.add(event_row(rec, owner_key[rec["OwnerId"]]))
         self._group_organizers(rows.children, rows.parents, owner_key, org)
-        frame = rows.frame()
-        return frame.sort("user_key", "start", "native_id") if frame.height else frame
+        return rows.frame().sort("user_key", "start", "native_id")
 
     def _group_organizers(self, children: list[dict[str, Any]], known: Mapping[tuple, dict[str, Any]],
                           owner_key: Mapping[str, str], org: OrgInfo) -> None:
@@ -237,12 +236,15 @@ class SalesforceConnector:
         for children whose parent is not among them (its owner is not synced).
         """
         uid_of = {key: uid for uid, key in owner_key.items()}
+        unmatched = []
         for c in children:
             found = known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))
             if found:
                 c["organizer_email"] = found["user_key"]
                 c["invitees"] = [dict(i) for i in found["invitees"]]
-        children = [c for c in children if not known.get((uid_of.get(c["user_key"]), c["subject"], (c["start"], c["end"])))]
+            else:
+                unmatched.append(c)
+        children = unmatched
         if not children:
             return
         owners = sorted({uid_of[c["user_key"]] for c in children if c["user_key"] in uid_of})

@@ -405,7 +405,6 @@ class Store:
             invitees = invitees.sort("email", nulls_last=True, maintain_order=True).group_by(
                 "run_id", "side", "native_id").agg(
                 pl.struct("email", "response", "record_id", "record_type").alias("invitees"))
-        if invitees.height:
             events = events.join(invitees.with_columns(pl.col("side").cast(pl.String)),
                                  on=["run_id", "side", "native_id"], how="left")
         return conform(events, EVENT_SCHEMA | DERIVED_SCHEMA).with_columns(
@@ -492,7 +491,7 @@ class Store:
         """For incremental reads (``kinds``: mailbox -> the kind it is read through now): the mailboxes whose last
         read can be trusted (read through that kind, in row format ``fmt``, and read in full at or after
         ``full_since``) as mailbox -> the run whose snapshot holds their rows, and what a read needs to know of
-        those rows: (user_key, mailbox, native_id, version, start, end, is_private), sorted by mailbox. The rows
+        those rows: (user_key, mailbox, native_id, version, start, end), sorted by mailbox. The rows
         themselves are fetched afterwards, only those a read kept (``reused_rows``): never the whole org twice."""
         slim = {"user_key": pl.String, "mailbox": pl.String, "native_id": pl.String, "version": pl.String,
                 "start": EVENT_SCHEMA["start"], "end": EVENT_SCHEMA["end"]}

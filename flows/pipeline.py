@@ -48,10 +48,10 @@ ROW_FORMAT = 1
 
 def row_format() -> str:
     return f"{ROW_FORMAT}/polars {pl.__version__}"
-# Rows kept from the last reads are fetched from the store this many at a time (see merge_reads).
-REUSED_PER_QUERY = 25_000
 # The safety net: each mailbox is read in full at least this often, whatever its change keys say.
 FULL_READ_EVERY = timedelta(hours=24)
+# Rows kept from the last reads are fetched from the store this many at a time (see merge_reads).
+REUSED_PER_QUERY = 25_000
 
 
 @dataclass
@@ -324,9 +324,9 @@ def read_mailbox(mail: MailboxConnector, user_key: str, mailbox: str, w_start: d
 def read_mailboxes(mail: MailboxConnector, users: pl.DataFrame, pairs: pl.DataFrame, w_start: datetime,
                    w_end: datetime, progress: Progress | None = None, known: pl.DataFrame | None = None,
                    trusted: set[str] = frozenset(), limits: dict[str, int] | None = None,
-                   ) -> list[tuple[pl.DataFrame, list[dict], set[str]] | FatalError]:
-    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids, reused ids), or the ``FatalError`` that kept
-    the mailbox from being read. A ``RetriableError`` still unresolved after the pool's retry is raised."""
+                   ) -> list[tuple[pl.DataFrame, list[dict], set[str], list[str]] | FatalError]:
+    """Per user (in order): ``read_mailbox``'s (events, notes, unreadable ids, reused ids), or the ``FatalError``
+    that kept the mailbox from being read. A ``RetriableError`` still unresolved after the pool's retry is raised."""
     from flows.parallel import Job, run_pool
 
     # split once (not a filter of the whole table per user)
@@ -376,11 +376,11 @@ def _slices_by_mailbox(known: pl.DataFrame | None) -> dict[str, pl.DataFrame]:
     return out
 
 
-def merge_reads(users: pl.DataFrame, results: list, store: Store | None = None,
-                runs: dict[str, str] | None = None) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
+def merge_reads(users: pl.DataFrame, results: list, store: Store,
+                runs: dict[str, str]) -> tuple[pl.DataFrame, list[dict], set[str], set[str]]:
     """The per-user results of ``read_mailboxes`` as (events, notes, failed users, unreadable ids); a mailbox
     that could not be read is noted and its user left out. The rows the reads reused come from ``store``: the
-    snapshot of the mailbox's last read (``runs``: mailbox -> its run), fetched in one query. Raises the first
+    snapshot of the mailbox's last read (``runs``: mailbox -> its run), REUSED_PER_QUERY at a time. Raises the first
     error when nobody could be read (the credentials or the server, not one mailbox)."""
     frames, notes, failed, unreadable = [], [], set(), set()
     reused: dict[str, list] = {"mailbox": [], "native_id": []}
@@ -401,8 +401,6 @@ def merge_reads(users: pl.DataFrame, results: list, store: Store | None = None,
     if first_error is not None and len(failed) == users.height:
         raise first_error  # nobody could be read: the credentials or the server, not one mailbox
     if reused["native_id"]:
-        if store is None or not runs:
-            raise ValueError("reads reused rows of a last read, but no store was given to fetch them from")
         wanted = pl.DataFrame(reused, schema={"mailbox": pl.String, "native_id": pl.String}).with_columns(
             pl.col("mailbox").replace_strict(runs, return_dtype=pl.String).alias("run_id"))
         del reused
